@@ -1,0 +1,129 @@
+"""Checkpoints: one ``.safetensors`` file, weights plus a JSON config in its metadata.
+
+safetensors holds raw tensors only, so loading a file can never run code (a pickle can). The
+config says how to rebuild the model without any pretrained-weights package, and a SHA-256 of
+the tensors catches a file whose weights were changed after it was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .backbones import create_backbone
+from .model import ACoL
+
+FORMAT = "acol-checkpoint/1"
+_MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid, untampered acol checkpoint."""
+
+
+def model_config(model: ACoL, backbone: str) -> dict:
+    """The arguments that rebuild ``model``'s architecture."""
+    return {"backbone": backbone, "num_classes": model.num_classes,
+            "erase_threshold": model.erase_threshold, "num_branches": len(model.heads),
+            "head_width": model.heads[0][0].out_channels}
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    sha = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        sha.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: ACoL, *, backbone: str, class_names: list[str],
+                    input_size: int, recipe: dict | None = None, metrics: dict | None = None,
+                    half: bool = False) -> Path:
+    """Write ``model`` and its config atomically (a kill never leaves half a file).
+
+    ``half=True`` stores floating-point weights as float16 (half the size; loading casts back).
+    """
+    path = Path(path)
+    if len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names for {model.num_classes} classes")
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        tensors[name] = tensor.half() if half and tensor.is_floating_point() else tensor
+    config = {"model": model_config(model, backbone), "class_names": list(class_names),
+              "input_size": input_size, "mean": list(model.backbone.mean),
+              "std": list(model.backbone.std), "recipe": recipe or {}, "metrics": metrics or {}}
+    metadata = {"format": FORMAT, "config": json.dumps(config), "sha256": _digest(tensors)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(tensors, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, after checking it *is* one (never unpickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        start = file.read(8)
+        if start[:2] == b"PK" or start[:1] == b"\x80":
+            raise CheckpointError(f"{path}: this is a pickle/PyTorch file, not safetensors; acol "
+                                  "never unpickles files, since loading a pickle can run code")
+        if len(start) < 8:
+            raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
+        (header_size,) = struct.unpack("<Q", start)
+        if header_size > min(_MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{path}: truncated or not safetensors (header says {header_size} "
+                                  f"bytes, file has {size})")
+        try:
+            header = json.loads(file.read(header_size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({error})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    return header.get("__metadata__") or {}
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ACoL, dict]:
+    """Rebuild the model saved at ``path``; returns ``(model in eval mode, config)``."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an acol checkpoint (metadata format is "
+                              f"{metadata.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = json.loads(metadata["config"])
+        tensors = load_file(str(path))
+    except (KeyError, json.JSONDecodeError, SafetensorError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
+    if _digest(tensors) != metadata.get("sha256"):
+        raise CheckpointError(f"{path}: weights do not match the checksum written with them; "
+                              "the file was changed or damaged after it was saved")
+    try:
+        spec = config["model"]
+        model = ACoL(create_backbone(spec["backbone"]), spec["num_classes"],
+                     erase_threshold=spec["erase_threshold"], num_branches=spec["num_branches"],
+                     head_width=spec["head_width"])
+        if len(config["class_names"]) != spec["num_classes"]:
+            raise ValueError(f"{len(config['class_names'])} class names for {spec['num_classes']} classes")
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: invalid config in metadata ({error!r})") from None
+    expected = model.state_dict()
+    mismatched = sorted(set(expected) ^ set(tensors)) + [
+        name for name in expected.keys() & tensors.keys() if expected[name].shape != tensors[name].shape]
+    if mismatched:
+        raise CheckpointError(f"{path}: weights do not fit the {spec['backbone']} model in its config "
+                              f"({len(mismatched)} missing, unexpected or misshapen, e.g. {mismatched[:3]})")
+    model.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in tensors.items()})
+    return model.to(device).eval(), config

@@ -1,0 +1,73 @@
+"""Localization maps and boxes: normalize, fuse, upsample, threshold into boxes, compare boxes.
+
+Maps are tensors whose last two dimensions are (height, width). Boxes are ``[x0, y0, x1, y1]``
+in pixel-edge coordinates: a component covering columns 3..7 gives ``x0 = 3, x1 = 8``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torchvision.ops import box_iou as _torchvision_box_iou
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalize each map to [0, 1]. A constant map has no peak, so it becomes zeros."""
+    flat = maps.flatten(-2)
+    low = flat.min(-1, keepdim=True).values
+    span = flat.max(-1, keepdim=True).values - low
+    normalized = torch.where(span > 0, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
+    return normalized.view_as(maps)
+
+
+def fuse_maps(maps: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """ACoL's fused map: the element-wise max of the (already normalized) branch maps."""
+    return torch.stack(list(maps)).amax(0)
+
+
+def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize maps ``[..., h, w]`` to ``size = (H, W)`` bilinearly, as CAM papers do."""
+    lead = maps.shape[:-2]
+    resized = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]).float(), size=size,
+                            mode="bilinear", align_corners=False)
+    return resized.reshape(*lead, *size)
+
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def boxes_from_map(localization_map, threshold: float, largest_only: bool = True) -> np.ndarray:
+    """Boxes around the regions where the map is >= ``threshold * max(map)``.
+
+    ``largest_only=True`` keeps the largest connected component (the usual CAM box);
+    ``False`` returns one box per component, as MaxBoxAccV2's multi-contour evaluation uses.
+    Returns an ``[N, 4]`` float array, ``N = 0`` when the map is all zeros.
+    """
+    scores = np.asarray(localization_map.detach().cpu() if torch.is_tensor(localization_map)
+                        else localization_map, dtype=np.float32)
+    peak = scores.max(initial=0.0)
+    if peak <= 0:
+        return np.zeros((0, 4), dtype=np.float32)
+    components, count = ndimage.label(scores >= threshold * peak, structure=_EIGHT_CONNECTED)
+    if count == 0:
+        return np.zeros((0, 4), dtype=np.float32)
+    slices = ndimage.find_objects(components)
+    if largest_only:
+        sizes = np.bincount(components.ravel())[1:]
+        slices = [slices[int(sizes.argmax())]]
+    return np.array([[cols.start, rows.start, cols.stop, rows.stop] for rows, cols in slices],
+                    dtype=np.float32)
+
+
+def box_from_map(localization_map, threshold: float) -> np.ndarray:
+    """The box ``[x0, y0, x1, y1]`` of the largest region >= ``threshold * max``; zeros if none."""
+    boxes = boxes_from_map(localization_map, threshold, largest_only=True)
+    return boxes[0] if len(boxes) else np.zeros(4, dtype=np.float32)
+
+
+def box_iou(boxes_a, boxes_b) -> torch.Tensor:
+    """Pairwise IoU ``[N, M]`` of two sets of xyxy boxes (torchvision.ops.box_iou)."""
+    return _torchvision_box_iou(torch.as_tensor(np.asarray(boxes_a, dtype=np.float32)).reshape(-1, 4),
+                                torch.as_tensor(np.asarray(boxes_b, dtype=np.float32)).reshape(-1, 4))

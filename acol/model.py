@@ -1,0 +1,116 @@
+"""ACoL: Adversarial Complementary Learning (Zhang et al., CVPR 2018), in one screen of code.
+
+    image -> backbone -> features --------------------------> classifier A -> logits, map A
+                             |                                                    |
+                             +-- zero where normalized map A >= erase_threshold <-+
+                                          |
+                                          +-------------------> classifier B -> logits, map B
+    fused map = max(normalized map A, normalized map B)
+
+Each classifier ends in a 1x1 convolution with one channel per class, so the channel of a class
+*is* its localization map, and global average pooling of it is the class logit. Erasing A's most
+discriminative region forces B to find other evidence of the same class; both are trained with
+cross-entropy on image labels only, end to end. ``num_branches=1`` is the plain CAM baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Backbone
+from .maps import fuse_maps, normalize_maps
+
+
+class ClassifierHead(nn.Sequential):
+    """The paper's classifier: conv3x3 -> ReLU -> conv3x3 -> ReLU -> conv1x1 to one map per class."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 1024):
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, num_classes, 1),
+        )
+
+
+def erase_features(features: torch.Tensor, localization_map: torch.Tensor,
+                   erase_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero the feature positions where the normalized ``localization_map [B, h, w]`` is
+    ``>= erase_threshold``. Returns ``(erased_features, erase_mask)``, mask True where erased."""
+    erase_mask = localization_map >= erase_threshold
+    return features * (~erase_mask).unsqueeze(1).to(features.dtype), erase_mask
+
+
+@dataclass
+class ACoLOutput:
+    """Everything one forward pass knows; ``branch`` lists run A, B, (C, ...)."""
+
+    logits: list[torch.Tensor]             # per branch [B, num_classes]
+    class_maps: list[torch.Tensor]         # per branch [B, num_classes, h, w], raw 1x1-conv output
+    localization_maps: list[torch.Tensor]  # per branch [B, h, w], target class, normalized to [0, 1]
+    erase_masks: list[torch.Tensor]        # per branch [B, h, w] bool: True where its input was erased
+    fused_map: torch.Tensor                # [B, h, w], max of the normalized branch maps
+    target_class: torch.Tensor             # [B], the class whose maps drive erasing
+    features: torch.Tensor                 # [B, C, h, w] backbone features, cached for re-erasing
+    erase_threshold: float
+
+
+class ACoL(nn.Module):
+    """A backbone with ``num_branches`` adversarial classifiers (1 = CAM, 2 = ACoL)."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, erase_threshold: float = 0.6,
+                 num_branches: int = 2, head_width: int = 1024):
+        super().__init__()
+        if num_branches < 1:
+            raise ValueError(f"num_branches must be >= 1, got {num_branches}")
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.erase_threshold = erase_threshold
+        self.heads = nn.ModuleList(ClassifierHead(backbone.out_channels, num_classes, head_width)
+                                   for _ in range(num_branches))
+
+    def forward(self, images: torch.Tensor, target_class: torch.Tensor | None = None,
+                erase_threshold: float | None = None) -> ACoLOutput:
+        """Run all branches. ``target_class`` is the label in training; at inference leave it None
+        to erase by branch A's top-1 prediction, or pass the class you want explained."""
+        return self.forward_features(self.backbone(images), target_class, erase_threshold)
+
+    def forward_features(self, features: torch.Tensor, target_class: torch.Tensor | None = None,
+                         erase_threshold: float | None = None,
+                         first_class_map: torch.Tensor | None = None) -> ACoLOutput:
+        """The heads and the erasing, from backbone features (``first_class_map`` reuses A's)."""
+        threshold = self.erase_threshold if erase_threshold is None else erase_threshold
+        branch_input = features
+        erased = torch.zeros(features.shape[0], *features.shape[2:], dtype=torch.bool,
+                             device=features.device)
+        logits, class_maps, localization_maps, erase_masks = [], [], [], []
+        for index, head in enumerate(self.heads):
+            reuse = index == 0 and first_class_map is not None
+            class_map = first_class_map if reuse else head(branch_input)
+            if target_class is None:  # inference: explain what branch A predicts
+                target_class = class_map.mean((2, 3)).argmax(1)
+            localization_map = normalize_maps(class_map[torch.arange(len(class_map)), target_class])
+            erase_masks.append(erased)
+            # The next branch sees everything found so far erased (masks are not differentiable).
+            branch_input, newly_erased = erase_features(branch_input, localization_map.detach(), threshold)
+            erased = erased | newly_erased
+            logits.append(class_map.mean((2, 3)))  # global average pooling
+            class_maps.append(class_map)
+            localization_maps.append(localization_map)
+        return ACoLOutput(logits, class_maps, localization_maps, erase_masks,
+                          fuse_maps(localization_maps), target_class, features, threshold)
+
+    def reexplain(self, output: ACoLOutput, target_class: torch.Tensor | None = None,
+                  erase_threshold: float | None = None) -> ACoLOutput:
+        """Fast path for a viewer: new threshold or class, reusing the backbone features and
+        branch A's maps; only the erasing and the later branches run again."""
+        return self.forward_features(output.features, target_class, erase_threshold,
+                                     first_class_map=output.class_maps[0])
+
+    @staticmethod
+    def loss(output: ACoLOutput, labels: torch.Tensor) -> torch.Tensor:
+        """The sum of every branch's cross-entropy with the image label."""
+        return sum(F.cross_entropy(branch_logits, labels) for branch_logits in output.logits)

@@ -1,0 +1,112 @@
+"""Checkpoints round-trip exactly, and anything else is refused with the file's name."""
+
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+
+from acol import ACoL, create_backbone
+from acol.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = ACoL(create_backbone("tiny"), 3, erase_threshold=0.7, num_branches=2, head_width=16)
+    with torch.no_grad():  # make BatchNorm statistics non-default so they must be saved too
+        model.backbone.body[1].running_mean.uniform_()
+    path = save_checkpoint(tmp_path / "model.safetensors", model, backbone="tiny",
+                           class_names=["a", "b", "c"], input_size=64,
+                           recipe={"epochs": 1}, metrics={"top1": 0.5})
+    return model, path
+
+
+def test_round_trip_is_bit_exact_and_keeps_the_config(saved):
+    model, path = saved
+    loaded, config = load_checkpoint(path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert config["class_names"] == ["a", "b", "c"] and config["input_size"] == 64
+    assert config["model"] == {"backbone": "tiny", "num_classes": 3, "erase_threshold": 0.7,
+                               "num_branches": 2, "head_width": 16}
+    assert config["recipe"] == {"epochs": 1} and config["metrics"] == {"top1": 0.5}
+    assert list(config["mean"]) == list(model.backbone.mean)
+    images = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(images).fused_map, model.eval()(images).fused_map)
+
+
+def test_half_precision_checkpoints_are_smaller_and_load_as_float32(saved, tmp_path):
+    model, path = saved
+    half = save_checkpoint(tmp_path / "half.safetensors", model, backbone="tiny",
+                           class_names=["a", "b", "c"], input_size=64, half=True)
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    loaded, _ = load_checkpoint(half)
+    weight = loaded.heads[0][0].weight
+    assert weight.dtype == torch.float32
+    assert torch.allclose(weight, model.heads[0][0].weight, atol=1e-3)
+
+
+def test_truncated_file_is_refused_with_its_name(saved, tmp_path):
+    _, path = saved
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cut.safetensors"):
+        load_checkpoint(cut)
+
+
+def test_tampered_weights_are_refused(saved, tmp_path):
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    tampered = tmp_path / "tampered.safetensors"
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="tampered.safetensors.*checksum"):
+        load_checkpoint(tampered)
+
+
+def test_tampered_header_is_refused(saved, tmp_path):
+    _, path = saved
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    config = json.loads(header["__metadata__"]["config"])
+    config["model"]["num_classes"] = 7  # wrong class count for the stored weights
+    header["__metadata__"]["config"] = json.dumps(config)
+    new_header = json.dumps(header).encode()
+    new_header += b" " * (-len(new_header) % 8)
+    bad = tmp_path / "header.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + size:])
+    with pytest.raises(CheckpointError, match="header.safetensors"):
+        load_checkpoint(bad)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_pickle_files_are_refused_without_running_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Exploit()))
+    torch_zip = tmp_path / "model.pth"
+    torch.save({"w": torch.zeros(2)}, torch_zip)
+    for path in (evil, torch_zip):
+        with pytest.raises(CheckpointError, match=f"{path.name}.*never unpickles"):
+            load_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_foreign_safetensors_and_missing_files_are_refused(tmp_path):
+    from safetensors.torch import save_file
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(3)}, str(foreign))
+    with pytest.raises(CheckpointError, match="foreign.safetensors.*not an acol checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="nothing.safetensors"):
+        load_checkpoint(tmp_path / "nothing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
+        load_checkpoint(junk)

@@ -1,0 +1,51 @@
+"""Maps to boxes: thresholds relative to the peak, connected components, IoU."""
+
+import numpy as np
+import torch
+
+from acol import box_from_map, box_iou, boxes_from_map, upsample_maps
+
+
+def two_blobs():
+    scores = np.zeros((10, 12), dtype=np.float32)
+    scores[1:4, 1:3] = 1.0      # small, strong: rows 1-3, columns 1-2
+    scores[5:9, 4:11] = 0.6     # large, weaker: rows 5-8, columns 4-10
+    return scores
+
+
+def test_largest_component_box_in_pixel_edge_coordinates():
+    assert box_from_map(two_blobs(), 0.5).tolist() == [4, 5, 11, 9]
+
+
+def test_threshold_is_relative_to_the_peak():
+    assert box_from_map(two_blobs(), 0.7).tolist() == [1, 1, 3, 4]
+    assert box_from_map(two_blobs() * 10, 0.7).tolist() == [1, 1, 3, 4]
+
+
+def test_every_component_for_multi_contour_evaluation():
+    boxes = boxes_from_map(two_blobs(), 0.5, largest_only=False)
+    assert sorted(boxes.tolist()) == [[1, 1, 3, 4], [4, 5, 11, 9]]
+
+
+def test_diagonal_pixels_are_one_component():
+    scores = np.eye(4, dtype=np.float32)
+    assert boxes_from_map(scores, 0.5, largest_only=False).tolist() == [[0, 0, 4, 4]]
+
+
+def test_an_empty_map_gives_no_box():
+    assert boxes_from_map(np.zeros((5, 5)), 0.5).shape == (0, 4)
+    assert box_from_map(torch.zeros(5, 5), 0.5).tolist() == [0, 0, 0, 0]
+
+
+def test_iou_by_torchvision():
+    iou = box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10], [0, 0, 10, 10], [20, 20, 30, 30]])
+    assert torch.allclose(iou, torch.tensor([[1 / 3, 1.0, 0.0]]))
+
+
+def test_upsampling_keeps_leading_dimensions_and_the_peak_location():
+    maps = torch.zeros(2, 3, 4, 4)
+    maps[1, 2, 0, 3] = 1
+    big = upsample_maps(maps, (32, 40))
+    assert big.shape == (2, 3, 32, 40)
+    row, col = divmod(int(big[1, 2].argmax()), 40)
+    assert row < 8 and col >= 30
