@@ -1,0 +1,24 @@
+"""Command line: ``python -m acol {train,evaluate,explain} ...`` (``--help`` on each)."""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("acol.train", "train ACoL or the CAM baseline"),
+    "evaluate": ("acol.evaluate", "classification and localization metrics of a checkpoint"),
+    "explain": ("acol.explain", "the four-panel ACoL figure of one image"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        lines = [f"  {name:<9} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+        print("usage: python -m acol COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
