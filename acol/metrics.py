@@ -1,0 +1,105 @@
+"""WSOL metrics, with clovaai/wsolevaluation's definitions (Choe et al., CVPR 2020).
+
+For each image and each CAM threshold t in 0.00, 0.01, ..., 0.99 the normalized map is cut at
+``t * max`` and turned into boxes; the image counts as localized at IoU level d when a box reaches
+IoU >= d with a ground-truth box.
+
+- GT-known localization: the true class's map, the largest component, one threshold (IoU 50).
+- Top-1 / top-5 localization: GT-known and the true class is the top-1 / among the top-5.
+- MaxBoxAcc: GT-known at IoU 50 with the largest component, at the best threshold.
+- MaxBoxAccV2: the mean over IoU 30, 50, 70 of the best-threshold accuracy, where every
+  connected component proposes a box (the best one counts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .maps import box_iou
+
+CAM_THRESHOLDS = np.arange(0, 1, 0.01)
+IOU_LEVELS = (30, 50, 70)
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def iou_per_threshold(localization_map: np.ndarray, gt_boxes: np.ndarray,
+                      thresholds: np.ndarray = CAM_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """For each threshold: (IoU of the largest component's box, best IoU over all components),
+    each the max over the ground-truth boxes. A threshold with no region scores 0."""
+    scores = np.asarray(localization_map, dtype=np.float32)
+    peak = scores.max()
+    largest_iou = np.zeros(len(thresholds), dtype=np.float32)
+    best_iou = np.zeros(len(thresholds), dtype=np.float32)
+    if peak <= 0 or len(gt_boxes) == 0:
+        return largest_iou, best_iou
+    for i, threshold in enumerate(thresholds):
+        components, count = ndimage.label(scores >= threshold * peak, structure=_EIGHT_CONNECTED)
+        if count == 0:
+            continue
+        slices = ndimage.find_objects(components)
+        boxes = [[cols.start, rows.start, cols.stop, rows.stop] for rows, cols in slices]
+        ious = box_iou(boxes, gt_boxes).amax(1).numpy()
+        largest = np.bincount(components.ravel())[1:].argmax()
+        largest_iou[i], best_iou[i] = ious[largest], ious.max()
+    return largest_iou, best_iou
+
+
+def region_overlap(map_a: np.ndarray, map_b: np.ndarray, threshold: float) -> float:
+    """IoU of the regions two normalized maps mark at ``threshold * max``: how much B repeats A."""
+    region_a, region_b = map_a >= threshold * map_a.max(), map_b >= threshold * map_b.max()
+    union = np.logical_or(region_a, region_b).sum()
+    return float(np.logical_and(region_a, region_b).sum() / union) if union else 0.0
+
+
+def box_coverage(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> float:
+    """The fraction of the ground-truth box area that the map's region at ``threshold`` covers."""
+    inside = np.zeros(localization_map.shape, dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(gt_boxes).round().astype(int):
+        inside[max(y0, 0):y1, max(x0, 0):x1] = True
+    if not inside.any():
+        return 0.0
+    region = localization_map >= threshold * max(localization_map.max(), 1e-12)
+    return float((region & inside).sum() / inside.sum())
+
+
+class LocalizationAccumulator:
+    """Collects per-image IoU curves of one kind of map, then reads every metric off them."""
+
+    def __init__(self, thresholds: np.ndarray = CAM_THRESHOLDS):
+        self.thresholds = thresholds
+        self.largest_iou: list[np.ndarray] = []
+        self.best_iou: list[np.ndarray] = []
+        self.top1_correct: list[bool] = []
+        self.top5_correct: list[bool] = []
+
+    def add(self, localization_map, gt_boxes, top1_correct: bool, top5_correct: bool) -> None:
+        largest, best = iou_per_threshold(localization_map, np.asarray(gt_boxes), self.thresholds)
+        self.largest_iou.append(largest)
+        self.best_iou.append(best)
+        self.top1_correct.append(bool(top1_correct))
+        self.top5_correct.append(bool(top5_correct))
+
+    def box_accuracy_curve(self, iou_level: int, all_components: bool) -> np.ndarray:
+        """Fraction of images localized at each threshold, in percent."""
+        ious = np.stack(self.best_iou if all_components else self.largest_iou)
+        return 100 * (ious >= iou_level / 100).mean(0)
+
+    def max_box_acc(self) -> float:
+        return float(self.box_accuracy_curve(50, all_components=False).max())
+
+    def max_box_acc_v2(self) -> float:
+        return float(np.mean([self.box_accuracy_curve(level, all_components=True).max()
+                              for level in IOU_LEVELS]))
+
+    def best_threshold(self) -> float:
+        """The CAM threshold that maximizes GT-known localization (choose it on validation)."""
+        return float(self.thresholds[self.box_accuracy_curve(50, all_components=False).argmax()])
+
+    def localization_at(self, threshold: float) -> dict[str, float]:
+        """GT-known, top-1 and top-5 localization (percent) at one CAM threshold."""
+        index = int(np.abs(self.thresholds - threshold).argmin())
+        hit = np.stack(self.largest_iou)[:, index] >= 0.5
+        return {"gt_known_loc": 100 * float(hit.mean()),
+                "top1_loc": 100 * float((hit & np.array(self.top1_correct)).mean()),
+                "top5_loc": 100 * float((hit & np.array(self.top5_correct)).mean())}

@@ -1,0 +1,320 @@
+"""Train ACoL (or the CAM baseline, ``--branches 1``) with image labels only.
+
+    python -m acol train --data ../shared/data/cub50 --backbone efficientnet_lite0 --epochs 24
+    python -m acol train --config run.yaml --epochs 30      # flags override the file
+    python -m acol train --resume runs/acol                 # continue a killed run
+    torchrun --nproc_per_node 2 -m acol train ...           # DistributedDataParallel
+
+A run folder holds ``config.json`` (the resolved config), ``log.csv`` (and TensorBoard events when
+tensorboard is installed), ``model.safetensors`` (the latest model, loadable by
+``load_checkpoint``) and ``resume.safetensors`` (optimizer, epoch, everything to continue).
+Every file is written atomically, so a kill leaves the previous good version in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .backbones import create_backbone
+from .checkpoint import save_checkpoint
+from .evaluate import compute_metrics, map_names, run_inference
+from .metrics import CAM_THRESHOLDS
+from .model import ACoL
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Defaults are the paper's recipe on a small CPU budget."""
+
+    data: str = "synthetic"           # a dataset root/CSV, or "synthetic" for the teaching set
+    train_split: str = "train"
+    val_split: str = "test"           # cub50: the 500 "test" images are the validation split
+    synthetic_images: int = 2000      # synthetic only: training images (validation: a quarter)
+    synthetic_classes: int = 4
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = "imagenet"  # "imagenet", a local file, or None for random init
+    num_branches: int = 2             # 1 = CAM baseline, 2 = ACoL
+    erase_threshold: float = 0.6
+    head_width: int = 1024
+    input_size: int = 224
+    resize_size: int | None = None    # default: input_size * 256 / 224 (the paper's 256 -> 224)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3                  # backbone; the new classifier heads learn 10x faster
+    head_lr_multiplier: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    out: str = "runs/acol"
+    max_steps_per_epoch: int | None = None  # cut epochs short (tests, smoke runs)
+    val_every: int = 1                # validate every N epochs (and always after the last)
+    half_checkpoint: bool = True
+
+
+_FLAG_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str,
+               "bool": lambda text: text.lower() in ("1", "true", "yes")}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a run config from YAML or JSON."""
+    text = Path(path).read_text()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def parse_config(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+    """Flags > ``--config`` file > the run's saved config (with ``--resume``) > defaults."""
+    parser = argparse.ArgumentParser(prog="python -m acol train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
+    for field in fields(TrainConfig):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=_FLAG_TYPES[field.type])
+    args = parser.parse_args(argv)
+    values = {}
+    if args.resume:
+        values.update(json.loads((Path(args.resume) / "config.json").read_text()))
+        values["out"] = args.resume
+    if args.config:
+        values.update(load_config(args.config))
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
+    unknown = set(values) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        parser.error(f"unknown config keys: {sorted(unknown)}")
+    if values.get("weights") in ("none", "None", ""):
+        values["weights"] = None
+    return TrainConfig(**values), bool(args.resume)
+
+
+def build_datasets(config: TrainConfig, mean, std):
+    """Training and validation datasets with the paper's augmentation for training."""
+    from .data import build_dataset, eval_transform, train_transform
+    train_tf = train_transform(config.input_size, mean, std, config.resize_size)
+    val_tf = eval_transform(config.input_size, mean, std)
+    if config.data == "synthetic":
+        from .synthetic import SyntheticParts
+        size = round(config.input_size * 256 / 224)
+        make = lambda n, seed, tf: SyntheticParts(n, config.synthetic_classes, size, seed=seed, transform=tf)
+        return (make(config.synthetic_images, config.seed, train_tf),
+                make(max(config.synthetic_images // 4, 8), config.seed + 1, val_tf))
+    return (build_dataset(config.data, config.train_split, train_tf),
+            build_dataset(config.data, config.val_split, val_tf))
+
+
+def learning_rate_scale(progress: float, config: TrainConfig) -> float:
+    """Linear warm-up, then a cosine from 1 to 0; ``progress`` is in epochs."""
+    if progress < config.warmup_epochs:
+        return (progress + 1e-3) / config.warmup_epochs
+    span = max(config.epochs - config.warmup_epochs, 1e-9)
+    return 0.5 * (1 + math.cos(math.pi * min((progress - config.warmup_epochs) / span, 1.0)))
+
+
+def make_optimizer(model: ACoL, config: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; the freshly initialized heads get ``head_lr_multiplier`` x the lr."""
+    groups = [{"params": model.backbone.parameters(), "base_lr": config.lr},
+              {"params": model.heads.parameters(), "base_lr": config.lr * config.head_lr_multiplier}]
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def save_training_state(path: Path, model: ACoL, optimizer, epoch: int, history: list[dict]) -> None:
+    """Model + optimizer + progress in one safetensors file, written atomically."""
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for index, state in optimizer_state["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
+    metadata = {"format": "acol-train-state/1", "epoch": str(epoch), "history": json.dumps(history),
+                "param_groups": json.dumps(optimizer_state["param_groups"])}
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(tensors, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+
+
+def load_training_state(path: Path, model: ACoL, optimizer) -> tuple[int, list[dict]]:
+    """Restore what ``save_training_state`` wrote; returns (epochs done, history)."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as file:
+        metadata = file.metadata()
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+    return int(metadata["epoch"]), json.loads(metadata["history"])
+
+
+VALIDATION_METRICS = ("top1_cls", "gt_known_loc", "max_box_acc_v2")
+
+
+def validate(model, loader, device, thresholds=CAM_THRESHOLDS[::5]) -> dict:
+    """Per-map top-1 classification, GT-known loc at the best threshold and MaxBoxAccV2
+    (coarse thresholds, to stay quick)."""
+    results = compute_metrics(run_inference(model, loader, device, progress=False),
+                              thresholds=thresholds, progress=False)
+    return {f"val_{name}_{key}": round(numbers[key], 2) for name, numbers in results["maps"].items()
+            for key in VALIDATION_METRICS}
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Run (or continue) training; returns the run folder."""
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if config.device == "auto" else config.device)
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+    is_main = not distributed or dist.get_rank() == 0
+    out = Path(config.out)
+    torch.manual_seed(config.seed)  # the heads' initialization is part of the run
+    train_set, val_set = build_datasets(config, *_normalization(config))
+    model = ACoL(create_backbone(config.backbone, config.weights), train_set.num_classes,
+                 config.erase_threshold, config.num_branches, config.head_width).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    start_epoch, history = 0, []
+    if resume and (out / "resume.safetensors").exists():
+        start_epoch, history = load_training_state(out / "resume.safetensors", model, optimizer)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers,
+                            collate_fn=_collate())
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size / (dist.get_world_size() if distributed else 1))
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    columns = ["epoch", "train_loss", "train_top1", "images_per_s", "lr"] + [
+        f"val_{name}_{key}" for name in map_names(config.num_branches) for key in VALIDATION_METRICS]
+    logger = RunLogger(out, columns) if is_main else None
+    for epoch in range(start_epoch, config.epochs):
+        # Seeding by epoch makes shuffling and augmentation the same whether or not we resumed.
+        torch.manual_seed(config.seed * 1000 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
+                            sampler=sampler, num_workers=config.workers, collate_fn=_collate(),
+                            drop_last=True, persistent_workers=False,
+                            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        trained.train()
+        seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not is_main, dynamic_ncols=True)
+        for step, (images, labels, _) in enumerate(bar):
+            if step >= steps_per_epoch:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * learning_rate_scale(epoch + step / steps_per_epoch, config)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                output = trained(images, target_class=labels)
+                loss = ACoL.loss(output, labels)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       f"stopping. The last good checkpoint is kept in {out} "
+                                       "(try a lower --lr).")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(labels)
+            correct += (output.logits[0].argmax(1) == labels).sum().item()
+            loss_sum += loss.item() * len(labels)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        if is_main:
+            row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 4),
+                   "train_top1": round(100 * correct / max(seen, 1), 2),
+                   "images_per_s": round(seen / (time.perf_counter() - started), 1),
+                   "lr": optimizer.param_groups[0]["lr"]}
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+                row.update(validate(model, val_loader, device))
+            history.append(row)
+            save_checkpoint(out / "model.safetensors", model, backbone=config.backbone,
+                            class_names=train_set.class_names, input_size=config.input_size,
+                            recipe=asdict(config), metrics={"history": history},
+                            half=config.half_checkpoint)
+            save_training_state(out / "resume.safetensors", model, optimizer, epoch + 1, history)
+            logger.log(row)
+            tqdm.write(", ".join(f"{k}={v}" for k, v in row.items()))
+        if distributed:
+            dist.barrier()
+    if is_main:
+        logger.close()
+    if distributed:
+        dist.destroy_process_group()
+    return out
+
+
+def _normalization(config: TrainConfig):
+    backbone = create_backbone(config.backbone)  # random init: only its mean/std are read
+    return backbone.mean, backbone.std
+
+
+def _collate():
+    from .data import collate_batch
+    return collate_batch
+
+
+class RunLogger:
+    """Appends one row per epoch to log.csv, and to TensorBoard when it is installed."""
+
+    def __init__(self, out: Path, columns: list[str]):
+        self.path, self.columns = out / "log.csv", columns
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tensorboard = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tensorboard = None
+
+    def log(self, row: dict) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.columns, restval="")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.tensorboard.add_scalar(key, value, row["epoch"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, resume = parse_config(argv)
+    out = train(config, resume)
+    print(f"run folder: {out}")
+    return 0
