@@ -1,0 +1,88 @@
+"""WSOL metrics against cases worked out by hand (clovaai/wsolevaluation's definitions)."""
+
+import numpy as np
+import pytest
+import torch
+
+from acol.evaluate import compute_metrics, results_table
+from acol.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage,
+                          iou_per_threshold, region_overlap)
+
+
+def exact_map():
+    """10x10 map: 1 exactly on the box [2, 2, 6, 6], 0.5 on a small far-away patch."""
+    scores = np.zeros((10, 10), dtype=np.float32)
+    scores[2:6, 2:6] = 1.0
+    scores[8:10, 8:10] = 0.5
+    return scores, np.array([[2, 2, 6, 6]])
+
+
+def half_map():
+    """20x20 map covering the top half of the box [0, 0, 10, 10]: IoU 0.5 at every t > 0."""
+    scores = np.zeros((20, 20), dtype=np.float32)
+    scores[0:5, 0:10] = 1.0
+    return scores, np.array([[0, 0, 10, 10]])
+
+
+def decoy_map():
+    """A large 0.8 blob away from the box and a small 1.0 blob exactly on it."""
+    scores = np.zeros((20, 20), dtype=np.float32)
+    scores[10:20, 10:20] = 0.8
+    scores[0:3, 0:3] = 1.0
+    return scores, np.array([[0, 0, 3, 3]])
+
+
+def test_iou_per_threshold_by_hand():
+    largest, best = iou_per_threshold(*exact_map())
+    assert largest[0] == pytest.approx(16 / 100)  # t = 0: the whole map is one region
+    assert np.allclose(largest[1:], 1.0) and np.allclose(best[1:], 1.0)
+
+
+def test_largest_component_versus_every_component():
+    largest, best = iou_per_threshold(*decoy_map())
+    low = CAM_THRESHOLDS.searchsorted(0.5)   # both blobs survive: the decoy is the largest
+    high = CAM_THRESHOLDS.searchsorted(0.9)  # only the small blob survives
+    assert largest[low] == 0 and best[low] == pytest.approx(1.0)
+    assert largest[high] == pytest.approx(1.0) and best[high] == pytest.approx(1.0)
+
+
+def test_max_box_acc_v2_averages_the_best_accuracy_at_iou_30_50_70():
+    accumulator = LocalizationAccumulator()
+    accumulator.add(*exact_map(), top1_correct=True, top5_correct=True)
+    accumulator.add(*half_map(), top1_correct=False, top5_correct=True)
+    # exact_map localizes at every level; half_map (IoU 0.5) at 30 and 50 but not 70.
+    assert accumulator.max_box_acc_v2() == pytest.approx((100 + 100 + 50) / 3)
+    assert accumulator.max_box_acc() == pytest.approx(100)
+
+
+def test_gt_known_top1_and_top5_localization_at_one_threshold():
+    accumulator = LocalizationAccumulator()
+    accumulator.add(*exact_map(), top1_correct=True, top5_correct=True)
+    accumulator.add(*decoy_map(), top1_correct=False, top5_correct=True)
+    at_half = accumulator.localization_at(0.5)   # the decoy's largest region misses
+    assert at_half == pytest.approx({"gt_known_loc": 50, "top1_loc": 50, "top5_loc": 50})
+    at_09 = accumulator.localization_at(0.9)
+    assert at_09 == pytest.approx({"gt_known_loc": 100, "top1_loc": 50, "top5_loc": 100})
+    assert accumulator.best_threshold() >= 0.8
+
+
+def test_region_overlap_and_box_coverage_by_hand():
+    a = np.zeros((4, 4)); a[:, :2] = 1     # left half
+    b = np.zeros((4, 4)); b[:, 1:3] = 1    # middle half: overlaps a in one column
+    assert region_overlap(a, b, 0.5) == pytest.approx(4 / 12)
+    assert box_coverage(a, np.array([[0, 0, 4, 4]]), 0.5) == pytest.approx(0.5)
+
+
+def test_compute_metrics_reports_every_map_and_the_table():
+    maps = torch.zeros(2, 3, 10, 10)
+    maps[:, :, 2:6, 2:6] = 1  # every map exact on the box of both images
+    inference = {"maps": maps, "labels": torch.tensor([0, 1]),
+                 "logits": torch.tensor([[[5.0, 0.0]] * 3, [[5.0, 0.0]] * 3]),
+                 "boxes": [np.array([[2, 2, 6, 6]])] * 2, "image_size": (10, 10), "num_branches": 2}
+    results = compute_metrics(inference, progress=False)
+    assert set(results["maps"]) == {"A", "B", "fused"}
+    fused = results["maps"]["fused"]
+    assert fused["top1_cls"] == 50 and fused["top1_loc"] == 50 and fused["gt_known_loc"] == 100
+    assert fused["max_box_acc_v2"] == pytest.approx(100)
+    assert results["region_iou_A_B"] == pytest.approx(100)
+    assert "| fused |" in results_table(results)
