@@ -1,0 +1,566 @@
+"""Explain one image: ACoL's maps, the features it erased, its box, as pictures and one figure.
+
+This is the computing side of the viewer (``app.py``) and of the command line::
+
+    python -m acol explain bird.jpg -o bird_acol.png --erase-threshold 0.5
+
+In code::
+
+    explainer = Explainer.from_checkpoint("checkpoints/cub50_acol_efficientnet_lite0.safetensors")
+    explanation = explainer.explain(load_rgb_image("bird.jpg"))           # backbone + every branch
+    explanation = explainer.reexplain(explanation, erase_threshold=0.4)    # erasing + branch B only
+    write_figure_png(render_panels(explanation, box_threshold=0.2), "bird_acol.png")
+
+An :class:`Explanation` keeps its image's backbone features, so a new erase threshold or class
+re-runs only the erasing and the later branches (``ACoL.reexplain``): that is what keeps the
+viewer's slider live on a CPU. Pictures are numpy RGB arrays, drawn with numpy and Pillow (fast
+enough for every slider move); the exported figure arranges the same arrays with matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import colormaps, font_manager
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from .checkpoint import load_checkpoint, read_metadata
+from .data import CSVBoxDataset, CUBDataset, ImageLoadError, eval_transform, load_rgb_image
+from .maps import box_from_map, box_iou, upsample_maps
+from .model import ACoL, ACoLOutput
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_acol_efficientnet_lite0.safetensors"
+MAX_IMAGE_SIDE = 1024    # larger uploads are shrunk first: the model only sees input_size pixels
+DISPLAY_SIDE = 384       # longest side of the pictures the maps are drawn on
+SWEEP_DELTAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_BOX_THRESHOLD = 0.2
+
+COLORMAP = "inferno"     # perceptually uniform and colour-blind safe, unlike 'jet'
+MAP_OPACITY = 0.55
+ERASED_COLOR = np.array([40, 110, 255])
+ERASED_OPACITY = 0.7
+PREDICTED_BOX_COLOR = (0, 200, 255)
+TRUE_BOX_COLOR = (60, 255, 60)
+_COLOR_LUT = (colormaps[COLORMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+_FONT = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 13)  # has δ; ships with matplotlib
+
+
+# ----------------------------------------------------------------------------------------------
+# Running the model
+
+
+@dataclass
+class Explanation:
+    """One image explained by one model: what a viewer session caches between events."""
+
+    model_name: str
+    class_names: list[str]
+    image: Image.Image         # upright RGB, at most MAX_IMAGE_SIDE: what other models re-run on
+    true_boxes: np.ndarray     # [N, 4] xyxy in ``image`` pixels; N = 0 when unknown
+    display: np.ndarray        # [H, W, 3] uint8, the picture every map is drawn on
+    output: ACoLOutput         # a batch of one, holding the cached backbone features
+    probabilities: torch.Tensor  # [num_classes], softmax of branch A's logits
+
+    @property
+    def target_class(self) -> int:
+        """The class whose map drives the erasing (and whose maps are shown)."""
+        return int(self.output.target_class[0])
+
+    @property
+    def erase_threshold(self) -> float:
+        return float(self.output.erase_threshold)
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.output.logits)
+
+    def display_boxes(self) -> np.ndarray:
+        """The true boxes in ``display`` pixels (the display may stretch the image unevenly)."""
+        scale = np.array([self.display.shape[1] / self.image.width, self.display.shape[0] / self.image.height] * 2)
+        return self.true_boxes * scale
+
+
+class Explainer:
+    """A loaded checkpoint, ready to explain images; ``name`` is what the viewer calls it."""
+
+    def __init__(self, model: ACoL, config: dict, name: str = "model"):
+        self.model = model.eval()
+        self.config = config
+        self.name = name
+        self.class_names = list(config["class_names"])
+        self.transform = eval_transform(config["input_size"], config["mean"], config["std"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "Explainer":
+        """Load a ``.safetensors`` checkpoint (raises ``CheckpointError`` on a bad file)."""
+        model, config = load_checkpoint(path)
+        return cls(model, config, Path(path).stem)
+
+    @property
+    def is_acol(self) -> bool:
+        """False for a one-branch CAM model, which has no erasing and no branch B."""
+        return len(self.model.heads) > 1
+
+    @property
+    def default_box_threshold(self) -> float:
+        """The box threshold chosen on validation data when the checkpoint records one."""
+        chosen = self.config.get("metrics", {}).get("cam_thresholds", {})
+        return float(chosen.get("fused", chosen.get("A", DEFAULT_BOX_THRESHOLD)))
+
+    @torch.inference_mode()
+    def explain(self, image: Image.Image, true_boxes=None, target_class: int | None = None,
+                erase_threshold: float | None = None) -> Explanation:
+        """Run the whole model once on an RGB ``image`` of any size.
+
+        ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given.
+        ``target_class=None`` explains branch A's top-1 class; ``erase_threshold=None`` uses the
+        model's own. The image is resized to the model's square input, as in evaluation.
+        """
+        true_boxes = np.asarray([] if true_boxes is None else true_boxes, dtype=np.float32).reshape(-1, 4)
+        if max(image.size) > MAX_IMAGE_SIDE:
+            scale = MAX_IMAGE_SIDE / max(image.size)
+            resized = image.resize(_scaled_size(image.size, scale), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            true_boxes = true_boxes * np.array([resized.width / image.width, resized.height / image.height] * 2)
+            image = resized
+        batch = self.transform(pil_to_tensor(image)).unsqueeze(0)
+        target = None if target_class is None else torch.tensor([target_class])
+        output = self.model(batch, target, erase_threshold)
+        display_size = _scaled_size(image.size, DISPLAY_SIDE / max(image.size))
+        display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
+        return Explanation(self.name, self.class_names, image, true_boxes, display, output,
+                           output.logits[0][0].softmax(-1))
+
+    @torch.inference_mode()
+    def reexplain(self, explanation: Explanation, target_class: int | None = None,
+                  erase_threshold: float | None = None) -> Explanation:
+        """The same image with a new class or erase threshold (None keeps the current one).
+
+        Reuses the cached backbone features and branch A's maps; only the erasing and the later
+        branches run again. A CAM model has nothing to erase, so only its class can change.
+        """
+        target = explanation.target_class if target_class is None else target_class
+        threshold = explanation.erase_threshold if erase_threshold is None else erase_threshold
+        output = self.model.reexplain(explanation.output, torch.tensor([target]), threshold)
+        return replace(explanation, output=output)
+
+    def sweep(self, explanation: Explanation, deltas=SWEEP_DELTAS) -> list[Explanation]:
+        """The explanation at each erase threshold in ``deltas`` (cheap: re-explains only)."""
+        return [self.reexplain(explanation, erase_threshold=delta) for delta in deltas]
+
+
+def top_classes(explanation: Explanation, k: int = 5) -> list[tuple[int, str, float]]:
+    """``(class index, name, probability)`` of the ``k`` most probable classes.
+
+    Probabilities are the softmax of branch A's logits: branch A sees the whole image, so they
+    do not change while the erase threshold or the driving class moves (B's logits would).
+    """
+    probabilities, indices = explanation.probabilities.topk(min(k, len(explanation.probabilities)))
+    return [(int(i), explanation.class_names[int(i)], float(p)) for p, i in zip(probabilities, indices)]
+
+
+def resolve_class(name_or_index: str | int, class_names: list[str]) -> int:
+    """A class index from an index, an exact name (any case) or a unique part of a name."""
+    text = str(name_or_index).strip()
+    if text.isdigit():
+        if int(text) < len(class_names):
+            return int(text)
+        raise ValueError(f"class index {text} out of range: the model has {len(class_names)} classes")
+    lowered = [name.lower() for name in class_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    matches = [i for i, name in enumerate(lowered) if text.lower() in name]
+    if len(matches) == 1:
+        return matches[0]
+    candidates = [class_names[i] for i in matches] or class_names
+    raise ValueError(f"class {text!r} is {'ambiguous' if matches else 'unknown'}; "
+                     f"choose one of: {', '.join(candidates[:20])}{' ...' if len(candidates) > 20 else ''}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawing: numpy RGB arrays
+
+
+def _scaled_size(size: tuple[int, int], scale: float, minimum: int = 16) -> tuple[int, int]:
+    """``size * scale``, keeping each side at least ``minimum`` so a 1x1 image stays visible."""
+    return tuple(max(minimum, round(side * scale)) for side in size)
+
+
+def upsampled(localization_map: torch.Tensor, picture: np.ndarray) -> np.ndarray:
+    """A feature-resolution map ``[h, w]`` resized bilinearly to the picture's pixels."""
+    return upsample_maps(localization_map.float(), picture.shape[:2]).numpy()
+
+
+def overlay_map(picture: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Colour a ``[0, 1]`` map of the picture's size with COLORMAP and blend it over the picture."""
+    colors = _COLOR_LUT[np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)]
+    return (picture * (1 - MAP_OPACITY) + colors * MAP_OPACITY).astype(np.uint8)
+
+
+def overlay_mask(picture: np.ndarray, mask: torch.Tensor) -> np.ndarray:
+    """Paint the erased cells of a feature-resolution ``mask [h, w]`` as whole blocks, with the
+    feature grid drawn, so it is plain that features are erased, not pixels."""
+    mask = mask.cpu().numpy()
+    height, width = picture.shape[:2]
+    rows = np.arange(height) * mask.shape[0] // height  # nearest-neighbour: the cell of each pixel
+    cols = np.arange(width) * mask.shape[1] // width
+    erased = mask[rows][:, cols]
+    out = picture.astype(np.float32)
+    out[erased] = out[erased] * (1 - ERASED_OPACITY) + ERASED_COLOR * ERASED_OPACITY
+    grid_rows, grid_cols = np.flatnonzero(np.diff(rows)) + 1, np.flatnonzero(np.diff(cols)) + 1
+    out[grid_rows] = out[grid_rows] * 0.5 + 127  # cell borders, half-way to grey
+    out[:, grid_cols] = out[:, grid_cols] * 0.5 + 127
+    return out.astype(np.uint8)
+
+
+def draw_boxes(picture: np.ndarray, predicted=None, true_boxes=()) -> np.ndarray:
+    """The picture with the true boxes (green) and the predicted box (cyan) drawn on it."""
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(picture.shape[:2]) / 150))
+    for box, color in [(box, TRUE_BOX_COLOR) for box in true_boxes] + [(predicted, PREDICTED_BOX_COLOR)]:
+        if box is not None and box[2] > box[0] and box[3] > box[1]:
+            x0, y0, x1, y1 = box  # pixel edges: the last covered column is x1 - 1
+            draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=color, width=width)
+    return np.asarray(image)
+
+
+def map_with_box(explanation: Explanation, box_threshold: float) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """The fused map over the picture with its box, the box, and its IoU with the true box.
+
+    The box surrounds the largest region of the upsampled fused map >= ``box_threshold`` (the map
+    peaks at 1). IoU is with the best-matching true box, None when no true box is known.
+    """
+    heat = upsampled(explanation.output.fused_map[0], explanation.display)
+    box = box_from_map(heat, box_threshold)
+    true_boxes = explanation.display_boxes()
+    iou = float(box_iou(box, true_boxes).max()) if len(true_boxes) else None
+    return draw_boxes(overlay_map(explanation.display, heat), box, true_boxes), box, iou
+
+
+def _text_size(text: str) -> tuple[int, int]:
+    left, top, right, bottom = _FONT.getbbox(text)
+    return right - left, bottom - top
+
+
+def placeholder(text: str, size: tuple[int, int] = (DISPLAY_SIDE, DISPLAY_SIDE)) -> np.ndarray:
+    """A light grey ``size = (width, height)`` picture saying why a view is empty."""
+    image = Image.new("RGB", size, (236, 236, 236))
+    ImageDraw.Draw(image).multiline_text((size[0] / 2, size[1] / 2), text, fill=(70, 70, 70),
+                                         font=_FONT, anchor="mm", align="center")
+    return np.asarray(image)
+
+
+def titled(picture: np.ndarray, title: str) -> np.ndarray:
+    """The picture under a white band holding ``title``."""
+    band = Image.new("RGB", (picture.shape[1], 22), "white")
+    ImageDraw.Draw(band).text((picture.shape[1] / 2, 11), title, fill="black", font=_FONT, anchor="mm")
+    return np.concatenate([np.asarray(band), picture])
+
+
+def side_by_side(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    """Pictures in a row on white, top-aligned, ``gap`` pixels apart."""
+    height = max(p.shape[0] for p in pictures)
+    row = []
+    for picture in pictures:
+        padded = np.full((height, picture.shape[1], 3), 255, np.uint8)
+        padded[:picture.shape[0]] = picture
+        row += [padded, np.full((height, gap, 3), 255, np.uint8)]
+    return np.concatenate(row[:-1], axis=1)
+
+
+def colorbar(height: int, legend: bool = False) -> np.ndarray:
+    """A vertical key ``height`` pixels tall: COLORMAP from 0 to 1, or (``legend=True``) the
+    erased-feature colour."""
+    key = Image.new("RGB", (72, height), "white")
+    draw = ImageDraw.Draw(key)
+    if legend:
+        middle = height // 2
+        draw.rectangle((4, middle - 20, 16, middle - 8), fill=tuple(ERASED_COLOR), outline="black")
+        draw.text((20, middle - 14), "erased", fill="black", font=_FONT, anchor="lm")
+        draw.rectangle((4, middle + 8, 16, middle + 20), fill="white", outline="black")
+        draw.text((20, middle + 14), "kept", fill="black", font=_FONT, anchor="lm")
+        return np.asarray(key)
+    top, bottom = 8, max(9, height - 8)
+    ramp = _COLOR_LUT[np.linspace(255, 0, bottom - top).round().astype(int)]  # 1 at the top, as matplotlib
+    key.paste(Image.fromarray(np.repeat(ramp[:, None], 13, axis=1).astype(np.uint8)), (4, top))
+    draw.rectangle((4, top, 16, bottom - 1), outline="black")
+    for value in (0.0, 0.5, 1.0):
+        y = bottom - 1 - value * (bottom - top - 1)
+        draw.line((16, y, 20, y), fill="black")
+        draw.text((22, y), f"{value:g}", fill="black", font=_FONT, anchor="lm")
+    return np.asarray(key)
+
+
+# ----------------------------------------------------------------------------------------------
+# The four views
+
+
+@dataclass
+class Panels:
+    """The four views of one explanation, as RGB arrays the size of its display picture."""
+
+    branch_a: np.ndarray
+    erased: np.ndarray | None       # None for a one-branch CAM model: nothing is erased
+    branch_b: np.ndarray | None
+    fused: np.ndarray               # with the predicted box (cyan) and true boxes (green)
+    titles: tuple[str, str, str, str]
+    predicted_box: np.ndarray       # xyxy in display pixels
+    iou: float | None               # None when the true box is unknown
+    caption: str                    # one line: class, probability, threshold, IoU
+
+
+def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
+    """Draw branch A's map, the erased features, branch B's map and the fused map with its box."""
+    output, display = explanation.output, explanation.display
+    branch_a = overlay_map(display, upsampled(output.localization_maps[0][0], display))
+    fused, box, iou = map_with_box(explanation, box_threshold)
+    feature_h, feature_w = output.features.shape[-2:]
+    name = explanation.class_names[explanation.target_class]
+    probability = float(explanation.probabilities[explanation.target_class])
+    caption = f"{explanation.model_name}: {name} ({probability:.0%})"
+    if explanation.num_branches > 1:
+        mask = output.erase_masks[1][0]
+        erased = overlay_mask(display, mask)
+        branch_b = overlay_map(display, upsampled(output.localization_maps[1][0], display))
+        caption += (f" · δ = {explanation.erase_threshold:.2f} erased {int(mask.sum())} of "
+                    f"{feature_h * feature_w} feature cells")
+        titles = ("Branch A's map",
+                  f"Erased features ({feature_h}x{feature_w}, δ = {explanation.erase_threshold:.2f})",
+                  "Branch B's map (on erased features)", "Fused map max(A, B) + box")
+    else:
+        erased = branch_b = None
+        titles = ("Class activation map (CAM)", "Erased features: none (CAM)",
+                  "Branch B: none (CAM)", "CAM map + box")
+    caption += f" · box at {box_threshold:.2f} of the peak"
+    if iou is not None:
+        caption += f" · IoU with true box {iou:.2f}"
+    return Panels(branch_a, erased, branch_b, fused, titles, box, iou, caption)
+
+
+ONE_BRANCH_NOTE = "one-branch CAM model:\nnothing is erased,\nthere is no branch B"
+
+
+def page_pictures(panels: Panels) -> list[np.ndarray]:
+    """The four views as the viewer shows them, each with its colour key on the right."""
+    size = panels.branch_a.shape[1::-1]
+    pictures = []
+    for picture, is_mask in ((panels.branch_a, False), (panels.erased, True),
+                             (panels.branch_b, False), (panels.fused, False)):
+        if picture is None:
+            pictures.append(placeholder(ONE_BRANCH_NOTE, size))
+        else:
+            pictures.append(np.concatenate([picture, colorbar(picture.shape[0], legend=is_mask)], axis=1))
+    return pictures
+
+
+def four_panel_figure(panels: Panels) -> Figure:
+    """The four views in one matplotlib figure (Agg canvas, no display), with colorbars."""
+    height, width = panels.branch_a.shape[:2]
+    figure = Figure(figsize=(17, 3.4 * height / width + 1.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    mask_colors = ListedColormap(["white", ERASED_COLOR / 255])
+    pictures = (panels.branch_a, panels.erased, panels.branch_b, panels.fused)
+    for axes, picture, title in zip(figure.subplots(1, 4), pictures, panels.titles):
+        axes.set_axis_off()
+        axes.set_title(title, fontsize=11)
+        if picture is None:
+            axes.text(0.5, 0.5, ONE_BRANCH_NOTE, ha="center", va="center", transform=axes.transAxes, color="0.3")
+            continue
+        axes.imshow(picture)
+        if picture is panels.erased:
+            key = figure.colorbar(ScalarMappable(Normalize(0, 1), mask_colors), ax=axes, shrink=0.7,
+                                  ticks=[0.25, 0.75])
+            key.ax.set_yticklabels(["kept", "erased"])
+        else:
+            figure.colorbar(ScalarMappable(Normalize(0, 1), colormaps[COLORMAP]), ax=axes, shrink=0.7,
+                            label="normalized activation")
+        if picture is panels.fused:
+            handles = [Line2D([], [], color=np.array(PREDICTED_BOX_COLOR) / 255, lw=2, label="predicted box")]
+            if panels.iou is not None:
+                handles.append(Line2D([], [], color=np.array(TRUE_BOX_COLOR) / 255, lw=2, label="true box"))
+            axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncols=2, frameon=False)
+    figure.suptitle(panels.caption, fontsize=12)
+    return figure
+
+
+def write_figure_png(panels: Panels, path: str | Path) -> Path:
+    """Save :func:`four_panel_figure` as a PNG: the viewer's export and the CLI's output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    four_panel_figure(panels).savefig(path, dpi=100)
+    return path
+
+
+def sweep_strip(sweep: list[Explanation], height: int = 150) -> np.ndarray:
+    """Erased features (top) and branch B's map (bottom) at each erase threshold, in a row:
+    a low δ erases much of the object and pushes B further out; a high δ erases only the peak."""
+    columns = []
+    for explanation in sweep:
+        size = _scaled_size(explanation.display.shape[1::-1], height / explanation.display.shape[0])
+        small = np.asarray(Image.fromarray(explanation.display).resize(size, Image.Resampling.BILINEAR))
+        mask = explanation.output.erase_masks[1][0]
+        erased = overlay_mask(small, mask)
+        branch_b = overlay_map(small, upsampled(explanation.output.localization_maps[1][0], small))
+        title = f"δ={explanation.erase_threshold:.1f}: {float(mask.float().mean()):.0%} erased"
+        columns.append(titled(np.concatenate([erased, np.full((4, size[0], 3), 255, np.uint8), branch_b]), title))
+    return side_by_side(columns + [colorbar(columns[0].shape[0])])
+
+
+def compare_picture(baseline: Explanation, explanation: Explanation, box_threshold: float) -> np.ndarray:
+    """The CAM baseline's map and the ACoL fused map of the same image and class, with boxes."""
+    pictures = []
+    for shown, label in ((baseline, "CAM baseline"), (explanation, "ACoL fused")):
+        picture, _, iou = map_with_box(shown, box_threshold)
+        score = "" if iou is None else f": IoU {iou:.2f}"
+        pictures.append(titled(picture, f"{label} ({shown.model_name}){score}"))
+    return side_by_side(pictures + [colorbar(pictures[0].shape[0])])
+
+
+# ----------------------------------------------------------------------------------------------
+# What the viewer keeps and offers
+
+
+@dataclass
+class ViewerCache:
+    """One viewer session's memory between events (the app keeps one per browser tab in a
+    ``gr.State``): the current explanation, with its backbone features, and the CAM baseline's
+    explanation of the same image and class for the comparison view."""
+
+    explanation: Explanation | None = None
+    baseline: Explanation | None = None
+
+    def with_baseline(self, explainer: Explainer) -> "ViewerCache":
+        """This cache holding ``explainer``'s explanation of the same image and class (the CAM
+        model runs only when the cached one is of another model or class)."""
+        current, baseline = self.explanation, self.baseline
+        if (baseline is None or baseline.model_name != explainer.name
+                or baseline.target_class != current.target_class):
+            baseline = explainer.explain(current.image, current.true_boxes, current.target_class)
+        return replace(self, baseline=baseline)
+
+
+class CheckpointShelf:
+    """The ``.safetensors`` checkpoints of a folder, each loaded on first use and then kept."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.configs = {}
+        for path in sorted(self.folder.glob("*.safetensors")):
+            try:
+                self.configs[path.stem] = json.loads(read_metadata(path)["config"])
+            except (ValueError, KeyError):  # unreadable: listed, and explained when chosen
+                self.configs[path.stem] = {}
+        self._explainers: dict[str, Explainer] = {}
+
+    def names(self) -> list[str]:
+        """Every checkpoint, ACoL models before one-branch CAM baselines."""
+        return sorted(self.configs, key=lambda name: (not self.is_acol(name), name))
+
+    def is_acol(self, name: str) -> bool:
+        return self.configs.get(name, {}).get("model", {}).get("num_branches", 2) > 1
+
+    def baselines_for(self, name: str) -> list[str]:
+        """The CAM checkpoints whose classes are the same as ``name``'s."""
+        classes = self.configs.get(name, {}).get("class_names")
+        return [other for other in self.names()
+                if not self.is_acol(other) and self.configs[other].get("class_names") == classes]
+
+    def __getitem__(self, name: str) -> Explainer:
+        if name not in self._explainers:
+            self._explainers[name] = Explainer.from_checkpoint(self.folder / f"{name}.safetensors")
+        return self._explainers[name]
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class ExampleImages:
+    """Example pictures for the viewer, with their true boxes when the folder has them: a
+    CUB-layout root (images.txt + bounding_boxes.txt; a few test images of distinct classes), a
+    folder with ``labels.csv`` (as ``acol.synthetic.write_examples`` writes), or plain images.
+
+    Gradio hands callbacks a copy of an example, not its path, so boxes are found by content.
+    """
+
+    def __init__(self, folders=(), limit: int = 12):
+        self.paths: list[str] = []
+        self._boxes_by_digest: dict[str, np.ndarray] = {}
+        for folder in map(Path, folders):
+            for path, boxes in self._find(folder, limit):
+                self.paths.append(str(path))
+                if len(boxes):
+                    self._boxes_by_digest[_digest(path)] = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+    @staticmethod
+    def _find(folder: Path, limit: int):
+        if (folder / "images.txt").is_file() and (folder / "bounding_boxes.txt").is_file():
+            records, seen = [], set()
+            for record in CUBDataset(folder, "test").records:  # one image per class
+                if record.label not in seen:
+                    seen.add(record.label)
+                    records.append(record)
+            return [(r.path, r.boxes) for r in records[:limit]]
+        if (folder / "labels.csv").is_file():
+            return [(r.path, r.boxes) for r in CSVBoxDataset(folder, folder / "labels.csv").records[:limit]]
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [(path, []) for path in images[:limit]]
+
+    def true_boxes(self, path: str | Path) -> np.ndarray | None:
+        """The true boxes of the image file at ``path`` if it is one of the examples."""
+        return self._boxes_by_digest.get(_digest(path))
+
+
+def _digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m acol explain IMAGE -o FIG.png``: the viewer's four-panel figure of one image."""
+    parser = argparse.ArgumentParser(prog="python -m acol explain",
+                                     description="Write the four-panel ACoL figure of one image "
+                                                 "(the same figure the viewer exports).")
+    parser.add_argument("image")
+    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--erase-threshold", type=float, default=None,
+                        help="erase threshold delta (default: the model's)")
+    parser.add_argument("--class", dest="class_", default=None,
+                        help="class to explain, by index or name (default: branch A's top-1)")
+    parser.add_argument("--box-threshold", type=float, default=None,
+                        help="box threshold as a fraction of the map's peak (default: the checkpoint's)")
+    parser.add_argument("--true-box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+                        help="the object's true box in image pixels, to draw and score (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        explainer = Explainer.from_checkpoint(args.checkpoint)
+        image = load_rgb_image(args.image)
+        target = None if args.class_ is None else resolve_class(args.class_, explainer.class_names)
+    except (ValueError, ImageLoadError) as error:  # CheckpointError is a ValueError too
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    explanation = explainer.explain(image, args.true_box, target, args.erase_threshold)
+    box_threshold = explainer.default_box_threshold if args.box_threshold is None else args.box_threshold
+    panels = render_panels(explanation, box_threshold)
+    path = write_figure_png(panels, args.output)
+    for index, name, probability in top_classes(explanation):
+        print(f"{probability:7.1%}  {name}")
+    print(f"{panels.caption}\nwrote {path}")
+    return 0

@@ -1,0 +1,245 @@
+"""The ACoL viewer: a Gradio page over ``acol.explain``. Layout and callbacks only.
+
+    python app.py [--checkpoints DIR] [--examples DIR] [--share]
+
+Binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise (as on
+Hugging Face Spaces). Every event has an ``api_name``, so ``gradio_client`` can script the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import gradio as gr  # noqa: E402  (after the offline settings above)
+
+from acol.checkpoint import CheckpointError  # noqa: E402
+from acol.data import ImageLoadError, load_rgb_image  # noqa: E402
+from acol.explain import (CheckpointShelf, ExampleImages, ViewerCache, compare_picture,  # noqa: E402
+                          page_pictures, placeholder, render_panels, sweep_strip, top_classes,
+                          write_figure_png)
+
+REPO = Path(__file__).resolve().parent
+CHECKPOINTS = REPO / "checkpoints"
+EXAMPLES = REPO / "assets" / "examples"
+# System fonts: the default theme would fetch its fonts from Google, and the page must run offline.
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                       font_mono=["ui-monospace", "monospace"])
+CSS = "#figure-file .empty { min-height: 4rem; height: 4rem; }"  # not a tall drop zone: it is output only
+
+HOW_TO_READ = """
+### How to read the views
+**Branch A's map.** ACoL's first classifier ends in a 1x1 convolution with one channel per class;
+the chosen class's channel, min-max normalized to [0, 1], is its localization map, and its
+average is the class score. So it lights up the evidence that classified the image: often only
+the most discriminative part (a bird's head).
+
+**Erased features.** ACoL zeroes the backbone *feature* cells where A's map is >= δ (blue).
+Each grid cell is one position of the feature map (16x16 input pixels for EfficientNet-Lite0,
+8x8 for the tiny synthetic model): whole cells are erased, not pixels. A lower δ erases more.
+
+**Branch B's map.** A second classifier gets the features with those cells zeroed. It was
+trained to predict the same label from them, so it learned to use evidence that A did not:
+other parts of the object.
+
+**Fused map + box.** The element-wise max of A's and B's maps covers more of the object. The
+cyan box surrounds the largest region >= the box threshold (a fraction of the map's peak); when
+the true box (green) is known, the line above the views gives their IoU.
+
+**Class.** The top-5 classes by branch A's softmax. The chosen class's maps are shown and its
+map drives the erasing (in training, the true label does). Changing δ or the class reuses the
+image's cached backbone features: only the erasing and branch B run again.
+
+**Delta sweep**: the erased cells and B's map at several δ.
+**Compare with CAM**: a one-branch model (CAM, no erasing) beside ACoL's fused map.
+"""
+
+
+def image_input(**options) -> gr.Image:
+    """An image input whose callbacks get the uploaded file undecoded, so ``load_rgb_image``
+    (not Pillow inside Gradio) judges bad files and the page can say what is wrong."""
+    image = gr.Image(type="filepath", **options)
+    # Set on the instance: a gr.Image subclass would do, but Gradio writes a .pyi stub beside
+    # every module that defines a component.
+    decode = image.preprocess
+    image.preprocess = lambda payload: payload.path if payload is not None and payload.path else decode(payload)
+    return image
+
+
+def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr.Blocks:
+    """The viewer's page over the checkpoints in ``checkpoint_dir`` and the example folders."""
+    shelf = CheckpointShelf(checkpoint_dir)
+    examples = ExampleImages([folder for folder in examples_dirs if Path(folder).is_dir()])
+    if not shelf.names():
+        with gr.Blocks(title="ACoL viewer", analytics_enabled=False) as demo:
+            gr.Markdown(f"# ACoL viewer\n**No checkpoint found in `{checkpoint_dir}`.** Train one "
+                        "(`python -m acol train ...`) or start with `python app.py --checkpoints DIR`.")
+        return demo
+    first = shelf[shelf.names()[0]]
+    exports = tempfile.TemporaryDirectory(prefix="acol-exports-")  # removed when the server exits
+
+    def views(explanation, box_threshold):
+        panels = render_panels(explanation, box_threshold)
+        return *page_pictures(panels), panels.caption
+
+    def explain_image(path, model_name, erase_threshold, box_threshold):
+        empty = (ViewerCache(), None, None, None, None, gr.update(choices=[], value=None),
+                 gr.update(), gr.update())
+        if path is None:
+            return *empty, "Upload or paste an image, or click an example."
+        try:
+            explainer = shelf[model_name]
+            explanation = explainer.explain(load_rgb_image(path), examples.true_boxes(path),
+                                            erase_threshold=erase_threshold if explainer.is_acol else None)
+        except (ImageLoadError, CheckpointError) as error:
+            message = str(error).replace(str(path), Path(path).name)  # not the server's temp path
+            gr.Warning(message)
+            return *empty, f"**Cannot explain this:** {message}"
+        classes = [(f"{name} ({probability:.0%})", index) for index, name, probability in top_classes(explanation)]
+        *pictures, status = views(explanation, box_threshold)
+        baselines = shelf.baselines_for(model_name)
+        return (ViewerCache(explanation), *pictures,
+                gr.update(choices=classes, value=explanation.target_class),
+                gr.update(choices=baselines, value=baselines[0] if baselines else None),
+                gr.update(interactive=explainer.is_acol), status)
+
+    def set_erase_threshold(cache, erase_threshold, box_threshold):
+        if cache.explanation is None or cache.explanation.num_branches == 1:
+            return cache, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        explainer = shelf[cache.explanation.model_name]
+        explanation = explainer.reexplain(cache.explanation, erase_threshold=erase_threshold)
+        _, erased, branch_b, fused, status = views(explanation, box_threshold)
+        return replace(cache, explanation=explanation), erased, branch_b, fused, status
+
+    def set_class(cache, class_index, box_threshold):
+        if cache.explanation is None or class_index is None:
+            return cache, *[gr.skip()] * 5
+        explainer = shelf[cache.explanation.model_name]
+        explanation = explainer.reexplain(cache.explanation, target_class=int(class_index))
+        return replace(cache, explanation=explanation), *views(explanation, box_threshold)
+
+    def set_box_threshold(cache, box_threshold):
+        if cache.explanation is None:
+            return gr.skip(), gr.skip()
+        *_, fused, status = views(cache.explanation, box_threshold)
+        return fused, status
+
+    def delta_sweep(cache):
+        if cache.explanation is None:
+            return None
+        if cache.explanation.num_branches == 1:
+            return placeholder("A one-branch CAM model erases nothing: no sweep.", (640, 120))
+        return sweep_strip(shelf[cache.explanation.model_name].sweep(cache.explanation))
+
+    def compare_with_cam(cache, baseline_name, box_threshold):
+        if cache.explanation is None:
+            return cache, None
+        if cache.explanation.num_branches == 1:
+            return cache, placeholder("This is a CAM model: pick an ACoL model\nto compare with it.", (640, 120))
+        if not baseline_name:
+            return cache, placeholder(f"No CAM checkpoint with the same classes\nin {shelf.folder}.", (640, 120))
+        try:
+            cache = cache.with_baseline(shelf[baseline_name])
+        except CheckpointError as error:
+            gr.Warning(str(error))
+            return cache, None
+        return cache, compare_picture(cache.baseline, cache.explanation, box_threshold)
+
+    def export_png(cache, box_threshold):
+        if cache.explanation is None:
+            gr.Warning("Explain an image first.")
+            return None
+        name = re.sub(r"\W+", "_", cache.explanation.class_names[cache.explanation.target_class]).strip("_")
+        folder = tempfile.mkdtemp(dir=exports.name)  # one per export, so sessions never clash
+        path = Path(folder) / f"acol_{name or 'class'}.png"
+        return str(write_figure_png(render_panels(cache.explanation, box_threshold), path))
+
+    # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour.
+    with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        cache = gr.State(ViewerCache(), time_to_live=3600)  # an idle tab's image and features go after an hour
+        gr.Markdown("# ACoL: where does the classifier look?\nAdversarial Complementary Learning "
+                    "(Zhang et al., CVPR 2018) localizes objects from image labels only: erase what "
+                    "branch A found, and branch B must find the rest.")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=260):
+                image = image_input(label="Image (upload or paste)", sources=["upload", "clipboard"], height=280)
+            with gr.Column(scale=2, min_width=260):
+                model = gr.Dropdown(shelf.names(), value=first.name, label="Model")
+                class_choice = gr.Dropdown([], label="Class that drives the erasing (top-5 of branch A)")
+                delta = gr.Slider(0.0, 1.0, value=first.model.erase_threshold, step=0.05,
+                                  label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
+                box = gr.Slider(0.0, 1.0, value=first.default_box_threshold, step=0.05,
+                                label="Box threshold (fraction of the fused map's peak)")
+            with gr.Column(scale=3, min_width=260):
+                if examples.paths:
+                    gr.Examples(examples.paths, inputs=image, label="Examples", examples_per_page=12)
+                export = gr.Button("Export the four-panel figure (PNG)")
+                exported = gr.File(label="Four-panel figure", interactive=False, elem_id="figure-file")
+        status = gr.Markdown("Upload or paste an image, or click an example.", elem_id="status")
+        with gr.Row(equal_height=True):
+            panels = []
+            titles = {"branch-a": "Branch A's map", "erased": "Erased features (feature cells)",
+                      "branch-b": "Branch B's map (on erased features)", "fused": "Fused map + box"}
+            for key, title in titles.items():
+                with gr.Column(min_width=200):
+                    gr.Markdown(f"**{title}**")
+                    panels.append(gr.Image(show_label=False, type="numpy", format="png", interactive=False,
+                                           elem_id=key, buttons=["fullscreen"]))
+        with gr.Tabs():
+            with gr.Tab("Delta sweep"):
+                gr.Markdown("Erased features (top) and branch B's map (bottom) at each δ.")
+                sweep = gr.Image(show_label=False, type="numpy", format="png", interactive=False)
+            with gr.Tab("Compare with CAM"):
+                baseline = gr.Dropdown([], label="CAM baseline")
+                comparison = gr.Image(show_label=False, type="numpy", format="png", interactive=False)
+        gr.Markdown(HOW_TO_READ)
+
+        # The sweep and the comparison depend on what the main events change, so they follow
+        # them; only their first use is public API (the follow-ups stay callable, undocumented).
+        refresh_sweep = dict(fn=delta_sweep, inputs=[cache], outputs=[sweep], show_progress="hidden")
+        refresh_compare = dict(fn=compare_with_cam, inputs=[cache, baseline, box],
+                               outputs=[cache, comparison], show_progress="hidden")
+        follow_up = dict(api_visibility="undocumented")
+        gr.on([image.change, model.change], explain_image, inputs=[image, model, delta, box],
+              outputs=[cache, *panels, class_choice, baseline, delta, status], api_name="explain",
+              ).then(**refresh_sweep, api_name="sweep").then(**refresh_compare, api_name="compare")
+        delta.change(set_erase_threshold, [cache, delta, box], [cache, *panels[1:], status],
+                     api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last",
+                     ).then(**refresh_compare, **follow_up)
+        class_choice.input(set_class, [cache, class_choice, box], [cache, *panels, status], api_name="set_class",
+                           ).then(**refresh_sweep, **follow_up).then(**refresh_compare, **follow_up)
+        box.change(set_box_threshold, [cache, box], [panels[3], status], api_name="set_box_threshold",
+                   show_progress="hidden", trigger_mode="always_last").then(**refresh_compare, **follow_up)
+        baseline.input(**refresh_compare, **follow_up)
+        export.click(export_png, [cache, box], [exported], api_name="export")
+    return demo
+
+
+def launch(demo: gr.Blocks, **options):
+    """``demo.launch`` with the page's look, no server-side rendering (it needs Node) and an
+    upload limit; ``options`` go to Gradio (server_name, server_port, share, ...)."""
+    return demo.launch(theme=THEME, css=CSS, ssr_mode=False, max_file_size="50mb", **options)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The ACoL viewer (Gradio).")
+    parser.add_argument("--checkpoints", default=str(CHECKPOINTS), help="folder of .safetensors checkpoints")
+    parser.add_argument("--examples", action="append", default=[],
+                        help="a folder of example images, or a CUB-layout root (true boxes shown); repeatable")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    args = parser.parse_args(argv)
+    launch(build_demo(args.checkpoints, [EXAMPLES, *args.examples]),
+           server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+           server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), share=args.share)
+
+
+if __name__ == "__main__":
+    main()

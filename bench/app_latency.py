@@ -1,0 +1,150 @@
+"""How fast the viewer answers, on this machine's CPU (torch's default threads). Prints medians.
+
+    python bench/app_latency.py [--checkpoint PATH] [--repeats 30] [--browser]
+
+- slider move: ``Explainer.reexplain`` at a new erase threshold (erasing + branch B only);
+  budget 30 ms of compute on 2 CPU cores at 224 px;
+- new image: ``Explainer.explain`` (resize, normalize, backbone, every branch); budget 150 ms;
+- each also with drawing the four panels, which the page adds on top of the compute;
+- ``--browser``: a slider move's round trip in headless Chromium, from setting δ until branch
+  B's panel shows the new picture (network, queue, compute, PNG encoding, download, paint).
+
+Uses the shipped CUB ACoL checkpoint when present, else a random-init efficientnet_lite0 ACoL at
+224 px with head width 512 (the same architecture, so the same cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+
+from acol import ACoL, create_backbone  # noqa: E402
+from acol.checkpoint import save_checkpoint  # noqa: E402
+from acol.explain import DEFAULT_CHECKPOINT, Explainer, page_pictures, render_panels  # noqa: E402
+
+SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS = 30, 150
+
+
+def median_ms(function, repeats: int) -> float:
+    """The median wall time of ``function()`` in milliseconds, after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def stand_in_checkpoint(folder: Path) -> Path:
+    """A random-init model with the shipped CUB model's architecture (50 classes, 224 px)."""
+    model = ACoL(create_backbone("efficientnet_lite0"), 50, erase_threshold=0.6, head_width=512)
+    return save_checkpoint(folder / "stand_in_acol_efficientnet_lite0.safetensors", model.eval(),
+                           backbone="efficientnet_lite0", class_names=[f"class {i}" for i in range(50)],
+                           input_size=224)
+
+
+def test_photo(path: Path) -> Path:
+    """A 500x375 photo-sized image (CUB's typical size) of smooth noise."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def browser_round_trip_ms(checkpoint_folder: Path, image: Path, repeats: int) -> float:
+    """Median time from setting δ in the page until branch B's panel has a new picture."""
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    import app
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = app.build_demo(checkpoint_folder)
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    times = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                                 args=["--no-sandbox", "--disable-gpu", "--disable-quic"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("input[type=file]").first.set_input_files(str(image))
+            page.locator("#branch-b img").wait_for(timeout=60_000)
+            number = page.locator("#erase-threshold input[type=number]")
+            for index in range(repeats + 1):
+                old = page.locator("#branch-b img").get_attribute("src")
+                number.fill(f"{0.3 + 0.05 * (index % 10):.2f}")
+                start = time.perf_counter()
+                number.press("Enter")
+                page.wait_for_function(
+                    "old => document.querySelector('#branch-b img')?.getAttribute('src') !== old",
+                    arg=old, timeout=30_000)
+                if index:  # the first move warms up
+                    times.append(time.perf_counter() - start)
+            browser.close()
+    finally:
+        demo.close()
+    return 1000 * statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--browser", action="store_true", help="also time a slider move in headless Chromium")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        checkpoint = Path(args.checkpoint)
+        if not checkpoint.is_file():
+            print(f"{checkpoint} not found: timing a random-init stand-in of the same architecture")
+            checkpoint = stand_in_checkpoint(scratch)
+        explainer = Explainer.from_checkpoint(checkpoint)
+        image = Image.open(test_photo(scratch / "photo.png")).convert("RGB")
+        explanation = explainer.explain(image)
+        deltas = iter(np.tile(np.linspace(0.3, 0.9, 13), 1000))
+        print(f"{checkpoint.name}: input {explainer.config['input_size']} px, "
+              f"features {tuple(explanation.output.features.shape[-2:])}, torch threads {torch.get_num_threads()}")
+
+        def slider_move():
+            return explainer.reexplain(explanation, erase_threshold=next(deltas))
+
+        def new_image():
+            return explainer.explain(image)
+
+        def drawn(compute):  # what the page adds: the four pictures with their colour keys
+            return lambda: page_pictures(render_panels(compute(), box_threshold=0.2))
+
+        rows = [("slider move: compute", median_ms(slider_move, args.repeats), SLIDER_BUDGET_MS),
+                ("slider move: compute + draw", median_ms(drawn(slider_move), args.repeats), None),
+                ("new image: compute", median_ms(new_image, args.repeats), NEW_IMAGE_BUDGET_MS),
+                ("new image: compute + draw", median_ms(drawn(new_image), args.repeats), None)]
+        if args.browser:
+            folder = scratch / "checkpoints"
+            folder.mkdir()
+            (folder / checkpoint.name).symlink_to(checkpoint.resolve())
+            rows.append(("slider move: browser round trip", browser_round_trip_ms(folder, scratch / "photo.png",
+                                                                                 max(5, args.repeats // 3)), None))
+    for name, milliseconds, budget in rows:
+        verdict = "" if budget is None else f"  (budget {budget} ms: {'ok' if milliseconds <= budget else 'OVER'})"
+        print(f"  {name:<34} {milliseconds:7.1f} ms{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The viewer's callbacks, scripted through gradio_client against a server the tests start."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from conftest import REPO
+
+ACOL, CAM = "tiny_acol", "tiny_cam"
+
+
+@pytest.fixture(scope="module")
+def client(viewer_url):
+    return Client(viewer_url, verbose=False)
+
+
+def explain(client, path, model=ACOL, erase_threshold=0.6, box_threshold=0.2):
+    """The /explain event: (4 panel files, class dropdown, baseline dropdown, status)."""
+    *panels, classes, baselines, _, status = client.predict(handle_file(str(path)), model, erase_threshold,
+                                                         box_threshold, api_name="/explain")
+    return panels, classes, baselines, status
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def noise_png(path, width=96, height=64, seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_every_event_is_scriptable(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/explain", "/set_erase_threshold", "/set_class", "/set_box_threshold", "/sweep",
+                 "/compare", "/export"):
+        assert name in endpoints
+
+
+def test_explain_then_move_the_slider_change_the_class_and_export(client, tmp_path):
+    panels, classes, baselines, status = explain(client, noise_png(tmp_path / "bird.png"))
+    assert all(pixels(panel).shape[0] == 256 for panel in panels)  # 96x64 shown at 384x256
+    assert len(classes["choices"]) == 3 and classes["value"] == classes["choices"][0][1]
+    assert "%" in classes["choices"][0][0]
+    assert baselines["value"] == CAM
+    assert "δ = 0.60" in status
+
+    erased, branch_b, fused, moved_status = client.predict(0.2, 0.2, api_name="/set_erase_threshold")
+    assert "δ = 0.20" in moved_status
+    assert not np.array_equal(pixels(erased), pixels(panels[1])), "a lower δ erases more cells"
+
+    other = classes["choices"][1][1]
+    *class_panels, class_status = client.predict(other, 0.2, api_name="/set_class")
+    assert classes["choices"][1][0].split(" (")[0] in class_status
+    assert "δ = 0.20" in class_status, "changing the class keeps the slider's δ"
+
+    fused_loose, box_status = client.predict(0.9, api_name="/set_box_threshold")
+    assert "box at 0.90" in box_status
+
+    assert pixels(client.predict(api_name="/sweep")).shape[1] > 1000
+    assert pixels(client.predict(CAM, 0.2, api_name="/compare")).ndim == 3
+    with Image.open(client.predict(0.2, api_name="/export")) as figure:
+        assert figure.format == "PNG" and figure.width > 3 * figure.height
+
+
+def test_an_example_shows_its_true_box_and_iou(client):
+    example = sorted((REPO / "assets" / "examples").glob("*.png"))[0]
+    _, _, _, status = explain(client, example)
+    assert "IoU with true box" in status
+
+
+def test_a_cam_model_shows_notes_where_it_has_no_erasing(client, tmp_path):
+    panels, classes, baselines, status = explain(client, noise_png(tmp_path / "cam.png"), model=CAM)
+    assert "δ" not in status and all(pixels(panel).ndim == 3 for panel in panels)
+    assert pixels(client.predict(api_name="/sweep")).ndim == 3  # a note, not an error
+    assert pixels(client.predict(None, 0.2, api_name="/compare")).ndim == 3
+
+
+def png_header_only(width, height) -> bytes:
+    """A tiny PNG file that claims to be width x height pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def write_bad(path, kind):
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 72, 3), dtype=np.uint8))
+    if kind == "not-an-image":
+        path.write_bytes(b"%PDF-1.4 definitely not a picture\n" * 20)
+    elif kind == "truncated":
+        buffer = io.BytesIO()
+        rgb.save(buffer, "PNG")
+        path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    elif kind == "bomb":
+        path.write_bytes(png_header_only(40_000, 40_000))
+    elif kind == "rgba":
+        rgb.convert("RGBA").save(path)
+    elif kind == "palette":
+        rgb.convert("P").save(path)
+    elif kind == "grayscale":
+        rgb.convert("L").save(path)
+    elif kind == "16-bit":
+        Image.fromarray((np.arange(48 * 72).reshape(48, 72) * 18).astype(np.uint16)).save(path)
+    elif kind == "cmyk":
+        rgb.convert("CMYK").save(path, "JPEG")
+    elif kind == "1x1":
+        Image.new("RGB", (1, 1), (200, 30, 30)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind, readable", [
+    ("not-an-image", False), ("truncated", False), ("bomb", False), ("rgba", True), ("palette", True),
+    ("grayscale", True), ("16-bit", True), ("cmyk", True), ("1x1", True)])
+def test_bad_input_gets_a_message_or_a_result_and_the_server_keeps_serving(client, tmp_path, kind, readable):
+    suffix = ".jpg" if kind == "cmyk" else ".png"
+    panels, _, _, status = explain(client, write_bad(tmp_path / f"{kind}{suffix}", kind))
+    if readable:
+        assert all(panel is not None for panel in panels) and "Cannot" not in status
+    else:
+        assert all(panel is None for panel in panels)
+        assert status.startswith("**Cannot explain this:**") and f"{kind}{suffix}" in status
+        assert "/tmp" not in status, "the message names the file, not the server's temp path"
+    good, _, _, _ = explain(client, noise_png(tmp_path / "after.png"))
+    assert all(panel is not None for panel in good)
+
+
+def test_an_exif_rotated_photo_is_shown_upright(client, tmp_path):
+    wide = Image.new("RGB", (90, 30), (20, 20, 200))
+    wide.paste((230, 230, 30), (0, 0, 30, 30))  # a yellow square at the left end
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    wide.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    panels, _, _, _ = explain(client, tmp_path / "rotated.jpg")
+    shown = pixels(panels[0])
+    assert shown.shape[0] == 384 and shown.shape[1] < 384, "upright: taller than wide"
+
+
+def test_without_checkpoints_the_page_says_what_to_do(tmp_path):
+    import app
+    demo = app.build_demo(tmp_path / "empty")
+    texts = [block.value for block in demo.blocks.values() if isinstance(getattr(block, "value", None), str)]
+    assert any("No checkpoint found" in text for text in texts)
+
+
+def test_python_app_binds_localhost_7860_unless_the_environment_says_otherwise(monkeypatch, tmp_path):
+    import app
+    launched = []
+    monkeypatch.setattr(app, "launch", lambda demo, **options: launched.append(options))
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    app.main(["--checkpoints", str(tmp_path)])
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    app.main(["--checkpoints", str(tmp_path), "--share"])
+    assert launched == [dict(server_name="127.0.0.1", server_port=7860, share=False),
+                        dict(server_name="0.0.0.0", server_port=7999, share=True)]
