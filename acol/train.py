@@ -203,6 +203,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     start_epoch, history = 0, []
     if resume and (out / "resume.safetensors").exists():
         start_epoch, history = load_training_state(out / "resume.safetensors", model, optimizer)
+        for group, fresh in zip(optimizer.param_groups, make_optimizer(model, config).param_groups):
+            group["base_lr"] = fresh["base_lr"]  # a resumed run may be given a new --lr
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
