@@ -132,6 +132,21 @@ def plot_box_accuracy(results: dict, path: str | Path) -> Path:
     return Path(path)
 
 
+def ship_checkpoint(path, model, config: dict, results: dict) -> Path:
+    """Save ``model`` (fp16) with the thresholds chosen on, and the numbers of, ``results``."""
+    from .checkpoint import save_checkpoint
+    summary = {name: {key: round(value, 2) for key, value in numbers.items() if isinstance(value, float)}
+               for name, numbers in results["maps"].items()}
+    metrics = {"cam_thresholds": {name: numbers["cam_threshold"] for name, numbers in results["maps"].items()},
+               "validation": {"data": results["data"], "split": results["split"], "maps": summary,
+                              **({"region_iou_A_B": round(results["region_iou_A_B"], 2)}
+                                 if "region_iou_A_B" in results else {})},
+               "history": config.get("metrics", {}).get("history", [])}
+    return save_checkpoint(path, model, backbone=config["model"]["backbone"],
+                           class_names=config["class_names"], input_size=results["input_size"],
+                           recipe=config.get("recipe", {}), metrics=metrics, half=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_checkpoint
     from .data import build_dataset, collate_batch, eval_transform
@@ -149,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<checkpoint>)")
+    parser.add_argument("--ship", metavar="PATH", default=None,
+                        help="also write a float16 copy of the checkpoint whose config records the "
+                             "erase threshold, the CAM thresholds and these (validation) numbers")
     args = parser.parse_args(argv)
 
     model, config = load_checkpoint(args.checkpoint)
@@ -171,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
     plot_box_accuracy(results, out / "box_accuracy.png")
+    if args.ship:
+        ship_checkpoint(args.ship, model, config, results)
     print(table)
     print(f"\nwrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'box_accuracy.png'}")
     return 0

@@ -74,18 +74,25 @@ def test_a_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_pa
     load_checkpoint(run / "model.safetensors")
 
 
-def test_evaluate_cli_writes_json_table_and_curve(tmp_path):
+def test_evaluate_cli_writes_json_table_curve_and_a_checkpoint_with_the_chosen_thresholds(tmp_path):
     run = tmp_path / "run"
     train_main(TINY_RUN + ["--epochs", "1", "--out", str(run)])
     csv_path = write_examples(tmp_path / "data", 6, seed=5, num_classes=4, image_size=48)
     out = tmp_path / "eval"
     assert evaluate_main([str(run / "model.safetensors"), str(csv_path), "--out", str(out),
-                          "--workers", "0", "--batch-size", "4"]) == 0
+                          "--workers", "0", "--batch-size", "4", "--erase-threshold", "0.5",
+                          "--ship", str(tmp_path / "shipped.safetensors")]) == 0
     results = json.loads((out / "metrics.json").read_text())
     assert set(results["maps"]) == {"A", "B", "fused"} and results["num_images"] == 6
     assert 0 <= results["maps"]["fused"]["max_box_acc_v2"] <= 100
     assert "| fused |" in (out / "results.md").read_text()
     assert (out / "box_accuracy.png").stat().st_size > 1000
+    shipped, config = load_checkpoint(tmp_path / "shipped.safetensors")
+    assert shipped.erase_threshold == 0.5
+    assert config["metrics"]["cam_thresholds"] == {
+        name: numbers["cam_threshold"] for name, numbers in results["maps"].items()}
+    assert config["metrics"]["validation"]["maps"]["fused"]["max_box_acc_v2"] == pytest.approx(
+        results["maps"]["fused"]["max_box_acc_v2"], abs=0.01)
 
 
 @pytest.mark.slow
