@@ -43,8 +43,8 @@ average is the class score. So it lights up the evidence that classified the ima
 the most discriminative part (a bird's head).
 
 **Erased features.** ACoL zeroes the backbone *feature* cells where A's map is >= δ (blue).
-Each grid cell is one position of the feature map (16x16 input pixels for EfficientNet-Lite0,
-8x8 for the tiny synthetic model): whole cells are erased, not pixels. A lower δ erases more.
+Each grid cell is one position of the feature map (a 16x16-pixel patch of the model's input for
+EfficientNet-Lite0, 8x8 for the tiny CNN): whole cells are erased, not pixels. A lower δ erases more.
 
 **Branch B's map.** A second classifier gets the features with those cells zeroed. It was
 trained to predict the same label from them, so it learned to use evidence that A did not:

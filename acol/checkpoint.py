@@ -77,19 +77,18 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     size = path.stat().st_size
     with open(path, "rb") as file:
         start = file.read(8)
-        if start[:2] == b"PK" or start[:1] == b"\x80":
+        header_size = struct.unpack("<Q", start)[0] if len(start) == 8 else size
+        header = file.read(header_size) if header_size <= min(_MAX_HEADER_BYTES, size - 8) else b""
+    if not header.startswith(b"{"):
+        # Only now guess what it is: a safetensors header length may well begin with 0x80.
+        if start[:2] == b"PK" or (start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
             raise CheckpointError(f"{path}: this is a pickle/PyTorch file, not safetensors; acol "
                                   "never unpickles files, since loading a pickle can run code")
-        if len(start) < 8:
-            raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
-        (header_size,) = struct.unpack("<Q", start)
-        if header_size > min(_MAX_HEADER_BYTES, size - 8):
-            raise CheckpointError(f"{path}: truncated or not safetensors (header says {header_size} "
-                                  f"bytes, file has {size})")
-        try:
-            header = json.loads(file.read(header_size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{path}: corrupt safetensors header ({error})") from None
+        raise CheckpointError(f"{path}: truncated or not a safetensors file ({size} bytes)")
+    try:
+        header = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({error})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
     return header.get("__metadata__") or {}

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--browser", action="store_true", help="also time a slider move in headless Chromium")
+    parser.add_argument("--input-size", type=int, default=224,
+                        help="run the model at this size (the budgets are set at 224 px; 0 = the checkpoint's)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{checkpoint} not found: timing a random-init stand-in of the same architecture")
             checkpoint = stand_in_checkpoint(scratch)
         explainer = Explainer.from_checkpoint(checkpoint)
+        if args.input_size:
+            explainer = Explainer(explainer.model, {**explainer.config, "input_size": args.input_size}, explainer.name)
         image = Image.open(test_photo(scratch / "photo.png")).convert("RGB")
         explanation = explainer.explain(image)
         deltas = iter(np.tile(np.linspace(0.3, 0.9, 13), 1000))

@@ -110,3 +110,17 @@ def test_foreign_safetensors_and_missing_files_are_refused(tmp_path):
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
     with pytest.raises(CheckpointError, match="junk.safetensors"):
         load_checkpoint(junk)
+
+
+def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
+    """Regression: a safetensors header of 0x..80 bytes begins with the byte pickles begin with."""
+    model = ACoL(create_backbone("tiny"), 2, head_width=8)
+    path = tmp_path / "m.safetensors"
+    for padding in range(300):
+        save_checkpoint(path, model, backbone="tiny", class_names=["a", "b"], input_size=32,
+                        recipe={"note": "x" * padding})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    loaded, config = load_checkpoint(path)
+    assert config["class_names"] == ["a", "b"]
