@@ -65,6 +65,7 @@ def save_checkpoint(path: str | Path, model: ACoL, *, backbone: str, class_names
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file(tensors, str(temporary), metadata=metadata)
+    temporary.chmod(0o644)  # safetensors creates files readable by their owner only
     os.replace(temporary, path)
     return path
 
