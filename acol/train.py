@@ -59,7 +59,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     seed: int = 0
-    workers: int = 2
+    workers: int = 1                  # bench/train_speed.py: on 2 cores one keeps the model fed
     device: str = "auto"
     out: str = "runs/acol"
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, smoke runs)
