@@ -38,6 +38,19 @@ def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+def component_boxes(localization_map, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """One box per 8-connected region where the map is >= ``threshold * max(map)``, and each
+    region's pixel count. Empty arrays when the map is all zeros."""
+    scores = np.asarray(localization_map.detach().cpu() if torch.is_tensor(localization_map)
+                        else localization_map, dtype=np.float32)
+    peak = scores.max(initial=0.0)
+    if peak <= 0:
+        return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    components, count = ndimage.label(scores >= threshold * peak, structure=_EIGHT_CONNECTED)
+    boxes = [[cols.start, rows.start, cols.stop, rows.stop] for rows, cols in ndimage.find_objects(components)]
+    return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.bincount(components.ravel(), minlength=count + 1)[1:]
+
+
 def boxes_from_map(localization_map, threshold: float, largest_only: bool = True) -> np.ndarray:
     """Boxes around the regions where the map is >= ``threshold * max(map)``.
 
@@ -45,20 +58,8 @@ def boxes_from_map(localization_map, threshold: float, largest_only: bool = True
     ``False`` returns one box per component, as MaxBoxAccV2's multi-contour evaluation uses.
     Returns an ``[N, 4]`` float array, ``N = 0`` when the map is all zeros.
     """
-    scores = np.asarray(localization_map.detach().cpu() if torch.is_tensor(localization_map)
-                        else localization_map, dtype=np.float32)
-    peak = scores.max(initial=0.0)
-    if peak <= 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    components, count = ndimage.label(scores >= threshold * peak, structure=_EIGHT_CONNECTED)
-    if count == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    slices = ndimage.find_objects(components)
-    if largest_only:
-        sizes = np.bincount(components.ravel())[1:]
-        slices = [slices[int(sizes.argmax())]]
-    return np.array([[cols.start, rows.start, cols.stop, rows.stop] for rows, cols in slices],
-                    dtype=np.float32)
+    boxes, sizes = component_boxes(localization_map, threshold)
+    return boxes[[int(sizes.argmax())]] if largest_only and len(boxes) else boxes
 
 
 def box_from_map(localization_map, threshold: float) -> np.ndarray:

@@ -14,34 +14,27 @@ IoU >= d with a ground-truth box.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
-from .maps import box_iou
+from .maps import box_iou, component_boxes
 
 CAM_THRESHOLDS = np.arange(0, 1, 0.01)
 IOU_LEVELS = (30, 50, 70)
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def iou_per_threshold(localization_map: np.ndarray, gt_boxes: np.ndarray,
                       thresholds: np.ndarray = CAM_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
     """For each threshold: (IoU of the largest component's box, best IoU over all components),
     each the max over the ground-truth boxes. A threshold with no region scores 0."""
-    scores = np.asarray(localization_map, dtype=np.float32)
-    peak = scores.max()
     largest_iou = np.zeros(len(thresholds), dtype=np.float32)
     best_iou = np.zeros(len(thresholds), dtype=np.float32)
-    if peak <= 0 or len(gt_boxes) == 0:
+    if len(gt_boxes) == 0:
         return largest_iou, best_iou
     for i, threshold in enumerate(thresholds):
-        components, count = ndimage.label(scores >= threshold * peak, structure=_EIGHT_CONNECTED)
-        if count == 0:
+        boxes, sizes = component_boxes(localization_map, threshold)
+        if len(boxes) == 0:
             continue
-        slices = ndimage.find_objects(components)
-        boxes = [[cols.start, rows.start, cols.stop, rows.stop] for rows, cols in slices]
         ious = box_iou(boxes, gt_boxes).amax(1).numpy()
-        largest = np.bincount(components.ravel())[1:].argmax()
-        largest_iou[i], best_iou[i] = ious[largest], ious.max()
+        largest_iou[i], best_iou[i] = ious[sizes.argmax()], ious.max()
     return largest_iou, best_iou
 
 

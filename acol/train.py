@@ -194,9 +194,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     is_main = not distributed or dist.get_rank() == 0
     out = Path(config.out)
     torch.manual_seed(config.seed)  # the heads' initialization is part of the run
-    train_set, val_set = build_datasets(config, *_normalization(config))
-    model = ACoL(create_backbone(config.backbone, config.weights), train_set.num_classes,
-                 config.erase_threshold, config.num_branches, config.head_width).to(device)
+    backbone = create_backbone(config.backbone, config.weights)
+    train_set, val_set = build_datasets(config, backbone.mean, backbone.std)
+    model = ACoL(backbone, train_set.num_classes, config.erase_threshold, config.num_branches,
+                 config.head_width).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -275,11 +276,6 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if distributed:
         dist.destroy_process_group()
     return out
-
-
-def _normalization(config: TrainConfig):
-    backbone = create_backbone(config.backbone)  # random init: only its mean/std are read
-    return backbone.mean, backbone.std
 
 
 def _collate():
