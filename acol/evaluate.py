@@ -52,21 +52,35 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
     """Every number, per map. ``cam_thresholds`` (per map name) set the threshold of GT-known
     and top-1/5 localization; a map without one gets its best on this data (choose on the
     validation split, then pass the chosen values for a test split)."""
-    maps = upsample_maps(inference["maps"], inference["image_size"]).numpy()
     names = map_names(inference["num_branches"])
+    num_images, boxes = len(inference["maps"]), inference["boxes"]
+
+    def image_maps(i: int) -> np.ndarray:  # one image at a time: all maps at once may not fit in memory
+        return upsample_maps(inference["maps"][i], inference["image_size"]).numpy()
+
     labels = inference["labels"]
     top5 = inference["logits"].topk(min(5, inference["logits"].shape[-1]), -1).indices
     top1_correct = (top5[..., 0] == labels[:, None]).numpy()
     top5_correct = (top5 == labels[:, None, None]).any(-1).numpy()
     accumulators = [LocalizationAccumulator(thresholds) for _ in names]
-    for i in tqdm(range(len(maps)), desc="metrics", disable=not progress):
-        for m, accumulator in enumerate(accumulators):
-            accumulator.add(maps[i, m], inference["boxes"][i], top1_correct[i, m], top5_correct[i, m])
+    for i in tqdm(range(num_images), desc="metrics", disable=not progress):
+        for m, (accumulator, scores) in enumerate(zip(accumulators, image_maps(i))):
+            accumulator.add(scores, boxes[i], top1_correct[i, m], top5_correct[i, m])
 
+    # The complementarity figures need each map's CAM threshold, known only now: a second pass.
     cam_thresholds = cam_thresholds or {}
-    results = {"num_images": len(maps), "maps": {}}
-    for m, (name, accumulator) in enumerate(zip(names, accumulators)):
-        threshold = cam_thresholds.get(name, accumulator.best_threshold())
+    chosen = [cam_thresholds.get(name, accumulator.best_threshold()) for name, accumulator in zip(names, accumulators)]
+    coverage, peak_in_box, overlap_a_b = np.zeros((num_images, len(names))), np.zeros((num_images, len(names))), []
+    for i in range(num_images):
+        scores = image_maps(i)
+        for m in range(len(names)):
+            coverage[i, m] = box_coverage(scores[m], boxes[i], chosen[m])
+            peak_in_box[i, m] = _peak_in_box(scores[m], boxes[i])
+        if "B" in names:
+            overlap_a_b.append(region_overlap(scores[0], scores[1], chosen[0]))
+
+    results = {"num_images": num_images, "maps": {}}
+    for m, (name, accumulator, threshold) in enumerate(zip(names, accumulators, chosen)):
         results["maps"][name] = {
             "top1_cls": 100 * float(top1_correct[:, m].mean()),
             "top5_cls": 100 * float(top5_correct[:, m].mean()),
@@ -75,17 +89,13 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
             **accumulator.localization_at(threshold),
             "max_box_acc": accumulator.max_box_acc(),
             "max_box_acc_v2": accumulator.max_box_acc_v2(),
-            "box_coverage": 100 * float(np.mean([box_coverage(maps[i, m], inference["boxes"][i], threshold)
-                                                 for i in range(len(maps))])),
-            "peak_in_box": 100 * float(np.mean([_peak_in_box(maps[i, m], inference["boxes"][i])
-                                                for i in range(len(maps))])),
+            "box_coverage": 100 * float(coverage[:, m].mean()),
+            "peak_in_box": 100 * float(peak_in_box[:, m].mean()),
             "curves": {f"iou{level}": accumulator.box_accuracy_curve(level, True).round(2).tolist()
                        for level in IOU_LEVELS},
         }
-    if "B" in names:
-        threshold = results["maps"]["A"]["cam_threshold"]
-        results["region_iou_A_B"] = 100 * float(np.mean([region_overlap(maps[i, 0], maps[i, 1], threshold)
-                                                         for i in range(len(maps))]))
+    if overlap_a_b:
+        results["region_iou_A_B"] = 100 * float(np.mean(overlap_a_b))
     return results
 
 
