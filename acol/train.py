@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .backbones import create_backbone
 from .checkpoint import save_checkpoint
+from .data import build_dataset, collate_batch, eval_transform, train_transform
 from .evaluate import compute_metrics, map_names, run_inference
 from .metrics import CAM_THRESHOLDS
 from .model import ACoL
@@ -110,7 +111,6 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, bool]:
 
 def build_datasets(config: TrainConfig, mean, std):
     """Training and validation datasets with the paper's augmentation for training."""
-    from .data import build_dataset, eval_transform, train_transform
     train_tf = train_transform(config.input_size, mean, std, config.resize_size)
     val_tf = eval_transform(config.input_size, mean, std)
     if config.data == "synthetic":
@@ -213,7 +213,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
     sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers,
-                            collate_fn=_collate())
+                            collate_fn=collate_batch)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size / (dist.get_world_size() if distributed else 1))
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
@@ -226,7 +226,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         if sampler is not None:
             sampler.set_epoch(epoch)
         loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
-                            sampler=sampler, num_workers=config.workers, collate_fn=_collate(),
+                            sampler=sampler, num_workers=config.workers, collate_fn=collate_batch,
                             drop_last=True, persistent_workers=False,
                             generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         trained.train()
@@ -276,11 +276,6 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if distributed:
         dist.destroy_process_group()
     return out
-
-
-def _collate():
-    from .data import collate_batch
-    return collate_batch
 
 
 class RunLogger:
