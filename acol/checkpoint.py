@@ -88,8 +88,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: truncated or not a safetensors file ({size} bytes)")
     try:
         header = json.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: corrupt safetensors header ({error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({error!r})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
     return header.get("__metadata__") or {}
@@ -105,25 +105,29 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         config = json.loads(metadata["config"])
         tensors = load_file(str(path))
-    except (KeyError, json.JSONDecodeError, SafetensorError) as error:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
+    except (KeyError, json.JSONDecodeError, RecursionError, SafetensorError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({error!r})") from None
     if _digest(tensors) != metadata.get("sha256"):
         raise CheckpointError(f"{path}: weights do not match the checksum written with them; "
                               "the file was changed or damaged after it was saved")
     try:
         spec = config["model"]
-        model = ACoL(create_backbone(spec["backbone"]), spec["num_classes"],
-                     erase_threshold=spec["erase_threshold"], num_branches=spec["num_branches"],
-                     head_width=spec["head_width"])
+        arguments = dict(num_classes=spec["num_classes"], erase_threshold=spec["erase_threshold"],
+                         num_branches=spec["num_branches"], head_width=spec["head_width"])
         if len(config["class_names"]) != spec["num_classes"]:
             raise ValueError(f"{len(config['class_names'])} class names for {spec['num_classes']} classes")
-    except (KeyError, TypeError, ValueError) as error:
+        # Built on the meta device first: a config that declares a gigantic model costs nothing
+        # until its shapes are known to match the tensors actually in the file.
+        with torch.device("meta"):
+            blueprint = ACoL(create_backbone(spec["backbone"]), **arguments).state_dict()
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: invalid config in metadata ({error!r})") from None
-    expected = model.state_dict()
-    mismatched = sorted(set(expected) ^ set(tensors)) + [
-        name for name in expected.keys() & tensors.keys() if expected[name].shape != tensors[name].shape]
+    mismatched = sorted(set(blueprint) ^ set(tensors)) + [
+        name for name in blueprint.keys() & tensors.keys() if blueprint[name].shape != tensors[name].shape]
     if mismatched:
         raise CheckpointError(f"{path}: weights do not fit the {spec['backbone']} model in its config "
                               f"({len(mismatched)} missing, unexpected or misshapen, e.g. {mismatched[:3]})")
+    model = ACoL(create_backbone(spec["backbone"]), **arguments)
+    expected = model.state_dict()
     model.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in tensors.items()})
     return model.to(device).eval(), config

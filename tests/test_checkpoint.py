@@ -65,19 +65,85 @@ def test_tampered_weights_are_refused(saved, tmp_path):
         load_checkpoint(tampered)
 
 
-def test_tampered_header_is_refused(saved, tmp_path):
-    _, path = saved
-    data = path.read_bytes()
+def rewrite_header(source, target, edit):
+    """Copy a safetensors file with ``edit(header_dict)`` applied, as an attacker could."""
+    data = source.read_bytes()
     (size,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8:8 + size])
-    config = json.loads(header["__metadata__"]["config"])
-    config["model"]["num_classes"] = 7  # wrong class count for the stored weights
-    header["__metadata__"]["config"] = json.dumps(config)
+    edit(header)
     new_header = json.dumps(header).encode()
     new_header += b" " * (-len(new_header) % 8)
-    bad = tmp_path / "header.safetensors"
-    bad.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + size:])
+    target.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + size:])
+    return target
+
+
+def edit_config(change):
+    def edit(header):
+        config = json.loads(header["__metadata__"]["config"])
+        change(config)
+        header["__metadata__"]["config"] = json.dumps(config)
+    return edit
+
+
+def test_tampered_header_is_refused(saved, tmp_path):
+    _, path = saved
+    bad = rewrite_header(path, tmp_path / "header.safetensors",
+                         edit_config(lambda config: config["model"].update(num_classes=7)))
     with pytest.raises(CheckpointError, match="header.safetensors"):
+        load_checkpoint(bad)
+
+
+def test_a_wrong_class_count_is_refused(saved, tmp_path):
+    _, path = saved
+    bad = rewrite_header(path, tmp_path / "classes.safetensors",
+                         edit_config(lambda config: config.update(class_names=["a", "b"])))
+    with pytest.raises(CheckpointError, match="classes.safetensors.*2 class names for 3 classes"):
+        load_checkpoint(bad)
+
+
+def test_weights_of_the_wrong_shape_are_refused_even_with_a_valid_checksum(tmp_path):
+    """An attacker can recompute the checksum; the shapes must still fit the declared model."""
+    wide = ACoL(create_backbone("tiny"), 3, head_width=16)
+    path = save_checkpoint(tmp_path / "wide.safetensors", wide, backbone="tiny",
+                           class_names=["a", "b", "c"], input_size=64)
+    bad = rewrite_header(path, tmp_path / "shapes.safetensors",
+                         edit_config(lambda config: config["model"].update(head_width=8)))
+    with pytest.raises(CheckpointError, match="shapes.safetensors.*do not fit.*misshapen"):
+        load_checkpoint(bad)
+
+
+def test_a_config_declaring_a_gigantic_model_is_refused_without_allocating_it(saved, tmp_path):
+    """A head 10^7 channels wide would need about 23 GB before any shape check: the
+    shapes are compared on the meta device, which allocates nothing."""
+    _, path = saved
+    bad = rewrite_header(path, tmp_path / "gigantic.safetensors",
+                         edit_config(lambda config: config["model"].update(head_width=10**7)))
+    with pytest.raises(CheckpointError, match="gigantic.safetensors.*do not fit"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("declared", [
+    {"shape": [2**40, 2**20], "data_offsets": [0, 2**62]},   # far past the end of the file
+    {"shape": [2**62], "data_offsets": [0, 8]},              # size and offsets disagree
+])
+def test_tensors_declaring_a_huge_size_are_refused(saved, tmp_path, declared):
+    _, path = saved
+    def edit(header):
+        name = next(key for key in header if key != "__metadata__")
+        header[name].update(declared)
+    bad = rewrite_header(path, tmp_path / "huge.safetensors", edit)
+    with pytest.raises(CheckpointError, match="huge.safetensors.*unreadable"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("header", [
+    struct.pack("<Q", 2**63 + 5) + b"{}",            # a header length of exabytes
+    struct.pack("<Q", 40_000) + b"[" * 40_000,      # deeply nested JSON
+])
+def test_headers_that_declare_absurd_sizes_or_nesting_are_refused(tmp_path, header):
+    bad = tmp_path / "absurd.safetensors"
+    bad.write_bytes(header)
+    with pytest.raises(CheckpointError, match="absurd.safetensors"):
         load_checkpoint(bad)
 
 
