@@ -237,6 +237,24 @@ def test_decompression_bomb_is_refused_with_its_path(tmp_path, monkeypatch):
     assert str(path) in str(error.value)
 
 
+def test_images_above_the_pixel_cap_are_refused_before_decoding_and_jpegs_shrink_instead(tmp_path):
+    png, jpeg = save_image(tmp_path / "big.png", 300, 200), save_image(tmp_path / "big.jpg", 300, 200)
+    with pytest.raises(ImageLoadError, match=r"big.png is 300 x 200 pixels, more than the 0.05-megapixel limit"):
+        load_rgb_image(png, max_pixels=50_000)
+    assert load_rgb_image(jpeg, max_pixels=50_000).size == (150, 100)  # the JPEG decoder's 1/2 scale
+    assert load_rgb_image(png).size == (300, 200)
+
+
+def test_only_photo_formats_are_opened_so_an_upload_never_starts_a_program(tmp_path):
+    """Pillow opens EPS files by running Ghostscript; acol refuses them before that."""
+    eps = tmp_path / "drawing.eps"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n")
+    with Image.open(eps) as image:
+        assert image.format == "EPS"
+    with pytest.raises(ImageLoadError, match="drawing.eps.*not a JPEG, PNG"):
+        load_rgb_image(eps)
+
+
 # ----------------------------------------------------------------------------------------------
 # load_rgb_image normalises odd files
 
