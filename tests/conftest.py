@@ -1,4 +1,6 @@
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,15 @@ def cub50():
     if not (CUB50 / "images.txt").is_file():
         pytest.skip(f"real CUB-50 data not found at {CUB50} (it lives in ../shared/data beside the repo)")
     return CUB50
+
+
+def png_header_only(width, height) -> bytes:
+    """A tiny PNG file that claims to be width x height pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 # ---------------------------------------------------------------------------------------------
