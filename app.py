@@ -23,9 +23,9 @@ import gradio as gr  # noqa: E402  (after the offline settings above)
 
 from acol.checkpoint import CheckpointError  # noqa: E402
 from acol.data import ImageLoadError, load_rgb_image  # noqa: E402
-from acol.explain import (CheckpointShelf, ExampleImages, ViewerCache, compare_picture,  # noqa: E402
-                          page_pictures, placeholder, render_panels, sweep_strip, top_classes,
-                          write_figure_png)
+from acol.explain import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
+                          call_with_timeout, compare_picture, page_pictures, placeholder,
+                          render_panels, sweep_strip, top_classes, write_figure_png)
 
 REPO = Path(__file__).resolve().parent
 CHECKPOINTS = REPO / "checkpoints"
@@ -33,6 +33,11 @@ EXAMPLES = REPO / "assets" / "examples"
 # System fonts: the default theme would fetch its fonts from Google, and the page must run offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
+# Resource bounds (README, "Limits"). Uploads above 25 megapixels are refused or, for JPEGs,
+# decoded at a reduced scale (acol.data.MAX_IMAGE_PIXELS).
+MAX_UPLOAD = os.environ.get("ACOL_MAX_UPLOAD", "20mb")
+REQUEST_TIMEOUT_S = float(os.environ.get("ACOL_REQUEST_TIMEOUT", "20"))  # decoding + explaining one upload
+QUEUE_LIMIT = int(os.environ.get("ACOL_QUEUE_LIMIT", "64"))  # waiting events; more are turned away
 CSS = "#figure-file .empty { min-height: 4rem; height: 4rem; }"  # not a tall drop zone: it is output only
 
 HOW_TO_READ = """
@@ -95,11 +100,13 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
                  gr.update(), gr.update())
         if path is None:
             return *empty, "Upload or paste an image, or click an example."
-        try:
+        def explain_upload():
             explainer = shelf[model_name]
-            explanation = explainer.explain(load_rgb_image(path), examples.true_boxes(path),
-                                            erase_threshold=erase_threshold if explainer.is_acol else None)
-        except (ImageLoadError, CheckpointError) as error:
+            return explainer, explainer.explain(load_rgb_image(path), examples.true_boxes(path),
+                                                erase_threshold=erase_threshold if explainer.is_acol else None)
+        try:
+            explainer, explanation = call_with_timeout(REQUEST_TIMEOUT_S, explain_upload)
+        except (ImageLoadError, CheckpointError, RequestTimeout) as error:
             message = str(error).replace(str(path), Path(path).name)  # not the server's temp path
             gr.Warning(message)
             return *empty, f"**Cannot explain this:** {message}"
@@ -220,13 +227,15 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
                    show_progress="hidden", trigger_mode="always_last").then(**refresh_compare, **follow_up)
         baseline.input(**refresh_compare, **follow_up)
         export.click(export_png, [cache, box], [exported], api_name="export")
-    return demo
+    # One event of each kind at a time (a slider move need not wait behind an upload), and a
+    # bounded queue: beyond QUEUE_LIMIT waiting events, users are told the queue is full.
+    return demo.queue(max_size=QUEUE_LIMIT, default_concurrency_limit=1)
 
 
 def launch(demo: gr.Blocks, **options):
     """``demo.launch`` with the page's look, no server-side rendering (it needs Node) and an
     upload limit; ``options`` go to Gradio (server_name, server_port, share, ...)."""
-    return demo.launch(theme=THEME, css=CSS, ssr_mode=False, max_file_size="50mb", **options)
+    return demo.launch(theme=THEME, css=CSS, ssr_mode=False, max_file_size=MAX_UPLOAD, **options)
 
 
 def main(argv: list[str] | None = None) -> None:

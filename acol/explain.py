@@ -23,6 +23,8 @@ import argparse
 import hashlib
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .checkpoint import load_checkpoint, read_metadata
+from .checkpoint import CheckpointError, load_checkpoint, read_metadata
 from .data import CSVBoxDataset, CUBDataset, ImageLoadError, eval_transform, load_rgb_image
 from .maps import box_from_map, box_iou, upsample_maps
 from .model import ACoL, ACoLOutput
@@ -453,6 +455,29 @@ class ViewerCache:
         return replace(self, baseline=baseline)
 
 
+class RequestTimeout(TimeoutError):
+    """A viewer request that ran past its time limit."""
+
+
+_request_workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acol-request")
+
+
+def call_with_timeout(timeout_s: float, function, *args, **kwargs):
+    """``function(*args, **kwargs)``, or RequestTimeout if it has not returned in ``timeout_s``.
+
+    Python cannot stop a thread, so an abandoned call still runs to its end in the background;
+    the two workers bound how many can, and later requests wait for a free one within their own
+    time limit (when the machine is swamped they time out too, rather than pile up).
+    """
+    future = _request_workers.submit(function, *args, **kwargs)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        future.cancel()  # still queued: never start it
+        raise RequestTimeout(f"gave up after {timeout_s:g} s: the server is busy or the image too "
+                             "slow to decode; try again or try a smaller image") from None
+
+
 class CheckpointShelf:
     """The ``.safetensors`` checkpoints of a folder, each loaded on first use and then kept."""
 
@@ -480,6 +505,9 @@ class CheckpointShelf:
                 if not self.is_acol(other) and self.configs[other].get("class_names") == classes]
 
     def __getitem__(self, name: str) -> Explainer:
+        # Only the files listed at start-up: a name from a page request never becomes a path.
+        if name not in self.configs:
+            raise CheckpointError(f"no checkpoint named {name!r} in this viewer's folder")
         if name not in self._explainers:
             self._explainers[name] = Explainer.from_checkpoint(self.folder / f"{name}.safetensors")
         return self._explainers[name]

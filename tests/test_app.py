@@ -1,6 +1,7 @@
 """The viewer's callbacks, scripted through gradio_client against a server the tests start."""
 
 import io
+import json
 import struct
 import zlib
 
@@ -9,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, png_header_only
 
 ACOL, CAM = "tiny_acol", "tiny_cam"
 
@@ -80,15 +81,6 @@ def test_a_cam_model_shows_notes_where_it_has_no_erasing(client, tmp_path):
     assert "δ" not in status and all(pixels(panel).ndim == 3 for panel in panels)
     assert pixels(client.predict(api_name="/sweep")).ndim == 3  # a note, not an error
     assert pixels(client.predict(None, 0.2, api_name="/compare")).ndim == 3
-
-
-def png_header_only(width, height) -> bytes:
-    """A tiny PNG file that claims to be width x height pixels (a decompression bomb)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def write_bad(path, kind):
@@ -162,3 +154,119 @@ def test_python_app_binds_localhost_7860_unless_the_environment_says_otherwise(m
     app.main(["--checkpoints", str(tmp_path), "--share"])
     assert launched == [dict(server_name="127.0.0.1", server_port=7860, share=False),
                         dict(server_name="0.0.0.0", server_port=7999, share=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Untrusted requests and resource bounds
+
+
+def raw_call(viewer_url, api_name, data):
+    """An event request as any HTTP client can send it: no gradio_client uploading files for us."""
+    import httpx
+    url = f"{viewer_url}gradio_api/call/{api_name}"
+    event = httpx.post(url, json={"data": data}).json()["event_id"]
+    return httpx.get(f"{url}/{event}", timeout=60).text
+
+
+def test_a_page_request_cannot_make_the_server_read_one_of_its_own_files(viewer_url, tmp_path):
+    import httpx
+    secret = REPO / "assets" / "examples" / sorted(p.name for p in (REPO / "assets" / "examples").glob("*.png"))[0]
+    for path in ("/etc/hostname", str(secret)):
+        reply = raw_call(viewer_url, "explain", [{"path": path, "meta": {"_type": "gradio.FileData"}},
+                                                  "tiny_acol", 0.6, 0.2])
+        assert reply.startswith("event: error"), reply
+    # The same request with a file the user uploaded works, so the refusal above is about the path.
+    with open(noise_png(tmp_path / "mine.png"), "rb") as file:
+        uploaded = httpx.post(f"{viewer_url}gradio_api/upload", files={"files": file}).json()[0]
+    reply = raw_call(viewer_url, "explain", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}},
+                                              "tiny_acol", 0.6, 0.2])
+    assert reply.startswith("event: complete")
+    assert "δ = 0.60" in json.loads(reply.split("data: ", 1)[1])[-1]
+
+
+def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_checkpoints, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    from acol.checkpoint import CheckpointError
+    from acol.explain import CheckpointShelf
+    for name in ("../../etc/passwd", "/etc/passwd", str(tiny_checkpoints / "tiny_acol")):
+        with pytest.raises(AppError, match="not in the list of choices"):
+            explain(client, noise_png(tmp_path / "x.png"), model=name)
+        with pytest.raises(CheckpointError, match="no checkpoint named"):
+            CheckpointShelf(tiny_checkpoints)[name]
+
+
+def test_a_request_past_its_time_limit_is_abandoned_with_a_message(client, tmp_path, monkeypatch):
+    import time
+
+    import app
+    slow_loader = app.load_rgb_image
+    monkeypatch.setattr(app, "REQUEST_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(app, "load_rgb_image", lambda path: time.sleep(1.0) or slow_loader(path))
+    started = time.perf_counter()
+    panels, _, _, status = explain(client, noise_png(tmp_path / "slow.png"))
+    assert "gave up after 0.2 s" in status and panels == [None] * 4
+    assert time.perf_counter() - started < 1.0, "the user hears back at the limit, not when the work ends"
+    monkeypatch.undo()
+    panels, _, _, status = explain(client, noise_png(tmp_path / "fast.png"))
+    assert all(panel is not None for panel in panels)
+
+
+def peak_memory_since_reset() -> int:
+    """Peak resident memory (bytes) since the last reset (Linux: /proc/self/clear_refs)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+
+def reset_peak_memory() -> int:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return peak_memory_since_reset()
+
+
+@pytest.fixture(scope="module")
+def huge_uploads(tmp_path_factory):
+    """10,000 x 10,000 pixel uploads: a JPEG (decoded at reduced scale) and a PNG (refused)."""
+    folder = tmp_path_factory.mktemp("huge")
+    image = Image.linear_gradient("L").resize((10_000, 10_000)).convert("RGB")
+    image.save(folder / "huge.jpg", quality=70)
+    image.save(folder / "huge.png")
+    del image
+    return folder / "huge.jpg", folder / "huge.png"
+
+
+def test_a_10000_pixel_square_upload_neither_exhausts_memory_nor_blocks_other_users(viewer_url, huge_uploads, tmp_path):
+    import threading
+    import time
+    other = Client(viewer_url, verbose=False)
+    explain(other, noise_png(tmp_path / "other.png"))
+    baseline = reset_peak_memory()
+    results = {}
+    for path in huge_uploads:
+        uploader = threading.Thread(target=lambda: results.setdefault(path.suffix, explain(Client(
+            viewer_url, verbose=False), path)))
+        uploader.start()
+        slider_seconds = []
+        while uploader.is_alive() or not slider_seconds:
+            started = time.perf_counter()
+            other.predict(0.3 + 0.1 * (len(slider_seconds) % 5), 0.2, api_name="/set_erase_threshold")
+            slider_seconds.append(time.perf_counter() - started)
+        uploader.join()
+        assert max(slider_seconds) < 2.0, f"the other user waited {max(slider_seconds):.1f} s"
+    jpeg_panels, _, _, jpeg_status = results[".jpg"]
+    assert all(panel is not None for panel in jpeg_panels) and "Cannot" not in jpeg_status
+    _, _, _, png_status = results[".png"]
+    assert "too large" in png_status and "10000 x 10000" in png_status and "25-megapixel" in png_status
+    grown = peak_memory_since_reset() - baseline
+    assert grown < 200e6, f"peak memory grew {grown / 1e6:.0f} MB; one full decode would be 300 MB"
+
+
+def test_the_queue_is_bounded_and_each_callback_runs_one_request_at_a_time(tiny_checkpoints):
+    import app
+    demo = app.build_demo(tiny_checkpoints)
+    assert demo._queue.max_size == app.QUEUE_LIMIT
+    assert demo._queue.default_concurrency_limit == 1
+    assert all(fn.concurrency_limit == "default" for fn in demo.fns.values())  # i.e. the queue's 1
+    functions = {fn.fn for fn in demo.fns.values()}
+    assert len({fn.concurrency_id for fn in demo.fns.values()}) == len(functions)  # one group per callback
