@@ -63,11 +63,22 @@ def save_checkpoint(path: str | Path, model: ACoL, *, backbone: str, class_names
               "std": list(model.backbone.std), "recipe": recipe or {}, "metrics": metrics or {}}
     metadata = {"format": FORMAT, "config": json.dumps(config), "sha256": _digest(tensors)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(temporary), metadata=metadata)
-    temporary.chmod(0o644)  # safetensors creates files readable by their owner only
-    os.replace(temporary, path)
+    write_safetensors(path, tensors, metadata)
     return path
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically: to a temporary file, then renamed over ``path``, so a
+    kill, a full disk or a read-only folder never leaves half a file (the old one stays).
+    Raises OSError naming ``path`` when the write fails."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        temporary.chmod(0o644)  # safetensors creates files readable by their owner only
+        os.replace(temporary, path)
+    except (OSError, SafetensorError) as error:  # safetensors reports I/O errors as its own type
+        temporary.unlink(missing_ok=True)
+        raise OSError(getattr(error, "errno", None), f"cannot write {path}: {error}") from error
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -17,20 +17,22 @@ import argparse
 import csv
 import json
 import math
+import io
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .backbones import create_backbone
-from .checkpoint import save_checkpoint
-from .data import build_dataset, collate_batch, eval_transform, train_transform
+from .checkpoint import save_checkpoint, write_safetensors
+from .data import ImageLoadError, build_dataset, collate_batch, eval_transform, train_transform
 from .evaluate import compute_metrics, map_names, run_inference
 from .metrics import CAM_THRESHOLDS
 from .model import ACoL
@@ -70,6 +72,10 @@ class TrainConfig:
 
 _FLAG_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str,
                "bool": lambda text: text.lower() in ("1", "true", "yes")}
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be written (full disk, read-only, permissions)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -148,9 +154,7 @@ def save_training_state(path: Path, model: ACoL, optimizer, epoch: int, history:
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
     metadata = {"format": "acol-train-state/1", "epoch": str(epoch), "history": json.dumps(history),
                 "param_groups": json.dumps(optimizer_state["param_groups"])}
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_training_state(path: Path, model: ACoL, optimizer) -> tuple[int, list[dict]]:
@@ -207,8 +211,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         for group, fresh in zip(optimizer.param_groups, make_optimizer(model, config).param_groups):
             group["base_lr"] = fresh["base_lr"]  # a resumed run may be given a new --lr
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in out.glob(".*.tmp-*"):  # half-written by a run killed while saving
+                stale.unlink()
+            write_text(out / "config.json", json.dumps(asdict(config), indent=2))
+        except OSError as error:
+            raise RunFolderError(f"cannot write to the run folder {out}: {error}") from error
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
@@ -262,12 +271,17 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
                 row.update(validate(model, val_loader, device))
             history.append(row)
-            save_checkpoint(out / "model.safetensors", model, backbone=config.backbone,
-                            class_names=train_set.class_names, input_size=config.input_size,
-                            recipe=asdict(config), metrics={"history": history},
-                            half=config.half_checkpoint)
-            save_training_state(out / "resume.safetensors", model, optimizer, epoch + 1, history)
-            logger.log(row)
+            try:
+                save_checkpoint(out / "model.safetensors", model, backbone=config.backbone,
+                                class_names=train_set.class_names, input_size=config.input_size,
+                                recipe=asdict(config), metrics={"history": history},
+                                half=config.half_checkpoint)
+                save_training_state(out / "resume.safetensors", model, optimizer, epoch + 1, history)
+                logger.log(history)
+            except OSError as error:
+                raise RunFolderError(f"{error}. Stopped after epoch {epoch + 1}: {out} keeps the last "
+                                     f"checkpoint written in full. Fix the folder (space, permissions), "
+                                     f"then continue with --resume {out}.") from error
             tqdm.write(", ".join(f"{k}={v}" for k, v in row.items()))
         if distributed:
             dist.barrier()
@@ -278,8 +292,19 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     return out
 
 
+def write_text(path: Path, text: str) -> None:
+    """Replace a small text file atomically (a kill leaves the old or the new one, never half)."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class RunLogger:
-    """Appends one row per epoch to log.csv, and to TensorBoard when it is installed."""
+    """log.csv, rewritten from the run's whole history each epoch (so a resumed run's log holds
+    each epoch once), and TensorBoard scalars when tensorboard is installed."""
 
     def __init__(self, out: Path, columns: list[str]):
         self.path, self.columns = out / "log.csv", columns
@@ -289,14 +314,14 @@ class RunLogger:
         except ImportError:
             self.tensorboard = None
 
-    def log(self, row: dict) -> None:
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self.columns, restval="")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+    def log(self, history: list[dict]) -> None:
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=self.columns, restval="")
+        writer.writeheader()
+        writer.writerows(history)
+        write_text(self.path, table.getvalue())
         if self.tensorboard is not None:
+            row = history[-1]
             for key, value in row.items():
                 if key != "epoch":
                     self.tensorboard.add_scalar(key, value, row["epoch"])
@@ -308,6 +333,12 @@ class RunLogger:
 
 def main(argv: list[str] | None = None) -> int:
     config, resume = parse_config(argv)
-    out = train(config, resume)
+    try:
+        out = train(config, resume)
+    except (TrainingDiverged, RunFolderError, ImageLoadError) as error:
+        # An image that failed in a DataLoader worker arrives wrapped in the worker's traceback;
+        # its last line is the message that names the file.
+        print(f"error: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
     print(f"run folder: {out}")
     return 0

@@ -1,10 +1,14 @@
 """Training and evaluation CLIs on tiny synthetic runs: outputs, resume, divergence, DDP."""
 
 import csv
+import errno
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -12,7 +16,6 @@ import torch
 from acol.checkpoint import load_checkpoint
 from acol.evaluate import main as evaluate_main
 from acol.synthetic import write_examples
-from acol.train import TrainingDiverged
 from acol.train import main as train_main
 
 from conftest import REPO
@@ -64,14 +67,116 @@ def test_resume_after_a_stop_is_bit_exact_on_cpu(tmp_path):
     assert [row["epoch"] for row in run_dir_rows(resumed)] == ["1", "2"]
 
 
-def test_a_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     train_main(TINY_RUN + ["--epochs", "1", "--out", str(run)])
     good = (run / "model.safetensors").read_bytes()
-    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
-        train_main(["--resume", str(run), "--epochs", "2", "--lr", "1e30", "--warmup-epochs", "0"])
+    assert train_main(["--resume", str(run), "--epochs", "2", "--lr", "1e30", "--warmup-epochs", "0"]) == 1
+    assert "last good checkpoint" in capsys.readouterr().err
     assert (run / "model.safetensors").read_bytes() == good
     load_checkpoint(run / "model.safetensors")
+
+
+def train_process(*arguments):
+    return subprocess.Popen([sys.executable, "-m", "acol", "train", *arguments], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def final_weights(run) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(run / "resume.safetensors"))  # float32 model and optimizer state
+
+
+def wait_until_training_starts(process, run, since) -> float:
+    """Seconds until the run (re)wrote config.json, its last step before the first batch."""
+    config = run / "config.json"
+    while process.poll() is None and not (config.exists() and config.stat().st_mtime >= since):
+        time.sleep(0.02)
+    return time.time() - since
+
+
+def test_sigkill_at_random_points_then_resume_reaches_the_same_weights_bit_exactly(tmp_path):
+    arguments = TINY_RUN + ["--epochs", "5", "--synthetic-images", "96", "--val-every", "1"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    started = time.time()
+    process = train_process(*arguments, "--out", str(straight))
+    startup = wait_until_training_starts(process, straight, started)
+    assert process.wait(timeout=300) == 0
+    training = time.time() - started - startup
+    # Kill at random moments of the training itself (not of Python's start-up): mid-batch,
+    # mid-validation or mid-save, wherever they fall. ACOL_KILL_SEED picks other moments.
+    rng = random.Random(int(os.environ.get("ACOL_KILL_SEED", 0)))
+    kills = 0
+    for attempt in range(4):
+        since = time.time()
+        process = (train_process(*arguments, "--out", str(killed)) if attempt == 0
+                   else train_process("--resume", str(killed)))
+        wait_until_training_starts(process, killed, since)
+        try:
+            process.wait(timeout=rng.uniform(0.05, 0.3) * training)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    assert kills >= 3
+    process = train_process("--resume", str(killed))
+    assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
+    a, b = final_weights(straight), final_weights(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [row["epoch"] for row in run_dir_rows(killed)] == ["1", "2", "3", "4", "5"]
+    assert not list(killed.glob(".*.tmp-*"))
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_full_disk_or_read_only_run_folder_stops_clearly_and_keeps_the_last_checkpoint(
+        tmp_path, monkeypatch, capsys, code):
+    import acol.checkpoint
+    run = tmp_path / "run"
+    assert train_main(TINY_RUN + ["--epochs", "1", "--out", str(run)]) == 0
+    before = {name: (run / name).read_bytes() for name in ("model.safetensors", "resume.safetensors", "log.csv")}
+
+    def failing_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as file:
+            file.write(b"\x00" * 100)  # the disk filled up part way through the file
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(acol.checkpoint, "save_file", failing_save)
+    assert train_main(["--resume", str(run), "--epochs", "2"]) == 1
+    message = capsys.readouterr().err
+    assert os.strerror(code) in message and "model.safetensors" in message
+    assert f"Stopped after epoch 2: {run} keeps the last checkpoint" in message
+    for name, data in before.items():
+        assert (run / name).read_bytes() == data, name
+    assert not list(run.glob(".*.tmp-*"))
+    monkeypatch.undo()
+    assert train_main(["--resume", str(run), "--epochs", "2"]) == 0  # once there is room again
+    assert len(run_dir_rows(run)) == 2
+
+
+def test_a_run_folder_that_cannot_be_created_is_reported_before_training(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    assert train_main(TINY_RUN + ["--epochs", "1", "--out", str(tmp_path / "a_file" / "run")]) == 1
+    assert "cannot write to the run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_missing_or_corrupt_training_image_is_named(tmp_path, capsys, damage, workers):
+    csv_path = write_examples(tmp_path / "data", 16, seed=3, num_classes=4, image_size=48)
+    victim = sorted((tmp_path / "data").glob("*.png"))[5]
+    if damage == "missing":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[:60])
+    arguments = list(TINY_RUN)
+    arguments[arguments.index("--data") + 1] = str(csv_path)
+    arguments[arguments.index("--workers") + 1] = workers
+    assert train_main(arguments + ["--epochs", "1", "--out", str(tmp_path / "run")]) == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert message.startswith("error: ") and str(victim) in message
+    assert ("not found" if damage == "missing" else "cannot decode") in message
 
 
 def test_evaluate_cli_writes_json_table_curve_and_a_checkpoint_with_the_chosen_thresholds(tmp_path):
