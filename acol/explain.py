@@ -587,7 +587,11 @@ def main(argv: list[str] | None = None) -> int:
     explanation = explainer.explain(image, args.true_box, target, args.erase_threshold)
     box_threshold = explainer.default_box_threshold if args.box_threshold is None else args.box_threshold
     panels = render_panels(explanation, box_threshold)
-    path = write_figure_png(panels, args.output)
+    try:
+        path = write_figure_png(panels, args.output)
+    except OSError as error:
+        print(f"error: cannot write {args.output}: {error.strerror or error}", file=sys.stderr)
+        return 1
     for index, name, probability in top_classes(explanation):
         print(f"{probability:7.1%}  {name}")
     print(f"{panels.caption}\nwrote {path}")

@@ -201,3 +201,11 @@ def test_cli_reports_a_bad_image_without_a_traceback(tiny_checkpoints, tmp_path,
                  "--checkpoint", str(tiny_checkpoints / "tiny_acol.safetensors")])
     assert code == 1 and "bad.png" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()
+
+
+def test_cli_reports_an_unwritable_output_without_a_traceback(tiny_checkpoints, tmp_path, capsys):
+    noise_image().save(tmp_path / "in.png")
+    (tmp_path / "a_file").write_text("not a folder")
+    code = main([str(tmp_path / "in.png"), "-o", str(tmp_path / "a_file" / "out.png"),
+                 "--checkpoint", str(tiny_checkpoints / "tiny_acol.safetensors")])
+    assert code == 1 and capsys.readouterr().err.startswith(f"error: cannot write {tmp_path / 'a_file'}")

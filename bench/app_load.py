@@ -1,0 +1,259 @@
+"""Load on the viewer: N concurrent gradio_client users against a real ``python app.py``.
+
+    python bench/app_load.py [--users 1 4 16] [--moves 10] [--soak 300] [--checkpoints DIR]
+
+Each user opens their own session, uploads a different photo (CUB-50 test photos of distinct
+classes when ../shared/data/cub50 is there, else generated ones), then moves the δ slider
+``--moves`` times. Like the page, each upload is followed by the delta-sweep and CAM-comparison
+refreshes and each slider move by the comparison refresh, so the server does the page's work.
+
+Printed per N: requests/s, median and p95 latency of slider moves (until the new panels are
+back) and of uploads, errors, isolation errors (a reply that differs from what that user's image
+gave when it was alone on the server) and the server's peak memory. ``--soak`` then keeps all
+N users busy for that many seconds and prints the server's memory over time with its growth
+per request. Loopback only; bounded in users, requests and time. Linux (reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CUB50 = REPO.parent / "shared" / "data" / "cub50"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+from acol.explain import CheckpointShelf  # noqa: E402
+
+DELTAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+BOX_THRESHOLD = 0.2
+
+
+def photos(count: int, folder: Path) -> list[Path]:
+    """``count`` different photos: CUB-50 test images of distinct classes, else smooth noise."""
+    if (CUB50 / "images.txt").is_file():
+        split = dict(line.split() for line in (CUB50 / "train_test_split.txt").read_text().splitlines())
+        chosen, classes = [], set()
+        for line in (CUB50 / "images.txt").read_text().splitlines():
+            image_id, relative = line.split()
+            if split[image_id] == "0" and relative.split("/")[0] not in classes:
+                classes.add(relative.split("/")[0])
+                chosen.append(CUB50 / "images" / relative)
+        if len(chosen) >= count:
+            return chosen[:count]
+    paths = []
+    for seed in range(count):
+        coarse = np.random.default_rng(seed).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        paths.append(folder / f"photo_{seed}.png")
+        Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC).save(paths[-1])
+    return paths
+
+
+class Server:
+    """``python app.py`` in a subprocess on a free loopback port, with its memory sampled."""
+
+    def __init__(self, checkpoints: Path):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
+               "GRADIO_ANALYTICS_ENABLED": "False"}
+        self.log = tempfile.TemporaryFile()  # a pipe nobody reads would stall the server when full
+        self.process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--checkpoints", str(checkpoints)],
+                                        cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.time() > deadline:
+                    self.log.seek(0)
+                    raise RuntimeError(f"app.py did not start: {self.log.read().decode()[-2000:]}")
+                time.sleep(0.5)
+
+    def memory_mb(self, field: str = "VmRSS") -> float:
+        """The server's resident memory now (VmRSS) or its peak since the last reset (VmHWM)."""
+        for line in open(f"/proc/{self.process.pid}/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no {field} for process {self.process.pid}")
+
+    def reset_peak(self) -> None:
+        with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
+            refs.write("5")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class User:
+    """One browser tab: its own session, its own photo."""
+
+    def __init__(self, url: str, photo: Path, model: str):
+        self.client, self.photo, self.model = Client(url, verbose=False), photo, model
+        self.baseline = None
+
+    def upload(self) -> str:
+        *_, baselines, _, status = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
+                                                       BOX_THRESHOLD, api_name="/explain")
+        self.baseline = baselines["value"]
+        self.client.predict(api_name="/sweep")  # the page's follow-up refreshes
+        self.client.predict(self.baseline, BOX_THRESHOLD, api_name="/compare")
+        return status
+
+    def move_slider(self, delta: float) -> tuple[str, float]:
+        """The move's status line and its latency (until the new panels are back)."""
+        started = time.perf_counter()
+        *_, status = self.client.predict(delta, BOX_THRESHOLD, api_name="/set_erase_threshold")
+        latency = time.perf_counter() - started
+        self.client.predict(self.baseline, BOX_THRESHOLD, api_name="/compare")
+        return status, latency
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def session_script(user: User, moves: int) -> list[tuple[str, str]]:
+    """What the user does, as (request, status) pairs: an upload and then the slider moves."""
+    return [("upload", user.upload())] + [
+        (f"δ={delta}", user.move_slider(delta)[0]) for delta in (DELTAS * moves)[:moves]]
+
+
+def run_users(server: Server, photos_: list[Path], model: str, moves: int, expected: dict) -> dict:
+    """N users at once; each reply is compared with what its image gave alone."""
+    users = [User(server.url, photo, model) for photo in photos_]
+    timings = {"upload": [], "slider": []}
+    errors, isolation_errors, requests = [], 0, 0
+    lock = threading.Lock()
+
+    def act(user: User):
+        nonlocal isolation_errors, requests
+        try:
+            started = time.perf_counter()
+            status = user.upload()
+            upload_seconds = time.perf_counter() - started
+            replies = [("upload", status)]
+            for delta in (DELTAS * moves)[:moves]:
+                status, latency = user.move_slider(delta)
+                replies.append((f"δ={delta}", status))
+                with lock:
+                    timings["slider"].append(latency)
+            with lock:
+                timings["upload"].append(upload_seconds)
+                requests += 3 + 2 * moves
+                isolation_errors += sum(reply != want for reply, want in zip(replies, expected[user.photo]))
+        except Exception as error:  # noqa: BLE001  every failure is counted and shown
+            with lock:
+                errors.append(f"{type(error).__name__}: {error}")
+
+    server.reset_peak()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(users)) as pool:
+        list(pool.map(act, users))
+    wall = time.perf_counter() - started
+    return {"requests": requests, "wall": wall, "timings": timings, "errors": errors,
+            "isolation_errors": isolation_errors, "peak_mb": server.memory_mb("VmHWM")}
+
+
+def soak(server: Server, photos_: list[Path], model: str, seconds: float) -> None:
+    """All users busy for ``seconds``: uploads and slider moves; memory sampled as it goes."""
+    users = [User(server.url, photo, model) for photo in photos_]
+    for user in users:
+        user.upload()
+    count, lock, stop_at = [0], threading.Lock(), time.time() + seconds
+    samples = [(0, server.memory_mb())]
+
+    def busy(user: User):
+        step = 0
+        while time.time() < stop_at:
+            if step % 10 == 9:
+                user.upload()
+                done = 3
+            else:
+                user.move_slider(DELTAS[step % len(DELTAS)])
+                done = 2
+            step += 1
+            with lock:
+                count[0] += done
+
+    threads = [threading.Thread(target=busy, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        time.sleep(max(1.0, seconds / 20))
+        samples.append((count[0], server.memory_mb()))
+    for thread in threads:
+        thread.join()
+    print(f"\nsoak: {len(users)} users for {seconds:.0f} s, {count[0]} requests")
+    print("  requests  server RSS (MB)")
+    for requests, rss in samples:
+        print(f"  {requests:8d}  {rss:8.1f}")
+    half = [sample for sample in samples if sample[0] >= samples[-1][0] / 2]  # after warm-up
+    if len(half) >= 2:
+        slope = np.polyfit([r for r, _ in half], [m for _, m in half], 1)[0] * 1024
+        print(f"  growth over the second half: {slope:+.2f} KB per request "
+              f"({half[0][1]:.1f} -> {half[-1][1]:.1f} MB over {half[-1][0] - half[0][0]} requests)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--moves", type=int, default=10, help="slider moves per user")
+    parser.add_argument("--soak", type=float, default=300, help="seconds of the soak (0: none)")
+    parser.add_argument("--soak-users", type=int, default=16)
+    parser.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
+    parser.add_argument("--model", default=None, help="checkpoint name (default: the first ACoL one)")
+    args = parser.parse_args(argv)
+    if max(args.users + [args.soak_users]) > 64 or args.soak > 1800:
+        parser.error("at most 64 users and a 30-minute soak")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        pictures = photos(max(args.users + [args.soak_users]), Path(scratch))
+        server = Server(Path(args.checkpoints))
+        try:
+            model = args.model or CheckpointShelf(args.checkpoints).names()[0]  # the page's default
+            print(f"server pid {server.process.pid} at {server.url}, model {model}, "
+                  f"{os.cpu_count()} CPU cores, idle RSS {server.memory_mb():.0f} MB")
+            # Each photo alone on the server first: the replies every session must get back.
+            expected = {photo: session_script(User(server.url, photo, model), args.moves) for photo in pictures}
+            print(f"{'users':>5} {'requests':>8} {'req/s':>6} {'slider p50':>10} {'slider p95':>10} "
+                  f"{'upload p50':>10} {'upload p95':>10} {'errors':>6} {'isolation':>9} {'peak MB':>8}")
+            for users in args.users:
+                result = run_users(server, pictures[:users], model, args.moves, expected)
+                slider, upload = result["timings"]["slider"], result["timings"]["upload"]
+                print(f"{users:5d} {result['requests']:8d} {result['requests'] / result['wall']:6.1f} "
+                      f"{1000 * statistics.median(slider) if slider else float('nan'):8.0f}ms "
+                      f"{1000 * percentile(slider, 95):8.0f}ms {1000 * statistics.median(upload) if upload else float('nan'):8.0f}ms "
+                      f"{1000 * percentile(upload, 95):8.0f}ms {len(result['errors']):6d} "
+                      f"{result['isolation_errors']:9d} {result['peak_mb']:8.0f}")
+                for error in result["errors"][:3]:
+                    print(f"      error: {error[:300]}")
+            if args.soak:
+                soak(server, pictures[:args.soak_users], model, args.soak)
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
