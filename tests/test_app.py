@@ -270,3 +270,22 @@ def test_the_queue_is_bounded_and_each_callback_runs_one_request_at_a_time(tiny_
     assert all(fn.concurrency_limit == "default" for fn in demo.fns.values())  # i.e. the queue's 1
     functions = {fn.fn for fn in demo.fns.values()}
     assert len({fn.concurrency_id for fn in demo.fns.values()}) == len(functions)  # one group per callback
+
+
+def test_each_session_sees_only_its_own_images_results(viewer_url, tmp_path):
+    """Two tabs with different images, their events interleaved, get what each got alone."""
+    images = [noise_png(tmp_path / f"tab{seed}.png", seed=seed) for seed in (11, 12)]
+
+    def session(image, *interleaved_with):
+        tab = Client(viewer_url, verbose=False)
+        replies = [explain(tab, image)[3]]
+        for other in interleaved_with:
+            explain(other, images[1])  # another tab uploads its image in between
+        for delta in (0.3, 0.8):
+            replies.append(tab.predict(delta, 0.2, api_name="/set_erase_threshold")[-1])
+        return replies
+
+    alone = session(images[0])
+    interleaved = session(images[0], Client(viewer_url, verbose=False))
+    assert interleaved == alone
+    assert session(images[1]) != alone  # the statuses do tell the two images apart
