@@ -1,4 +1,4 @@
-"""Train ACoL (or the CAM baseline, ``--branches 1``) with image labels only.
+"""Train ACoL (or the CAM baseline, ``--num-branches 1``) with image labels only.
 
     python -m acol train --data ../shared/data/cub50 --backbone efficientnet_lite0 --epochs 24
     python -m acol train --config run.yaml --epochs 30      # flags override the file
