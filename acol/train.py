@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
-import io
 import os
 import sys
 import time
