@@ -101,7 +101,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         if path is None:
             return *empty, "Upload or paste an image, or click an example."
 
-        def explain_upload():  # under the request time limit: decoding is the step with no bound
+        def explain_upload():  # timed: decoding costs what the upload makes it cost
             explainer = shelf[model_name]
             return explainer, explainer.explain(load_rgb_image(path), examples.true_boxes(path),
                                                 erase_threshold=erase_threshold if explainer.is_acol else None)
