@@ -109,7 +109,10 @@ class User:
     """One browser tab: its own session, its own photo."""
 
     def __init__(self, url: str, photo: Path, model: str):
-        self.client, self.photo, self.model = Client(url, verbose=False), photo, model
+        # Replies name their pictures without fetching them: a browser fetches them in its own
+        # process, while gradio_client would fetch them here, on the server's two cores.
+        self.client = Client(url, verbose=False, download_files=False)
+        self.photo, self.model = photo, model
         self.baseline = None
 
     def upload(self) -> str:
