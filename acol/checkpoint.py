@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -67,17 +68,25 @@ def save_checkpoint(path: str | Path, model: ACoL, *, backbone: str, class_names
     return path
 
 
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write a safetensors file atomically: to a temporary file, then renamed over ``path``, so a
-    kill, a full disk or a read-only folder never leaves half a file (the old one stays).
-    Raises OSError naming ``path`` when the write fails."""
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary name beside ``path``, renamed over it once the block succeeds: a kill, a
+    full disk or a read-only folder never leaves half a file (the old one stays)."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        temporary.chmod(0o644)  # safetensors creates files readable by their owner only
+        yield temporary
         os.replace(temporary, path)
-    except (OSError, SafetensorError) as error:  # safetensors reports I/O errors as its own type
+    finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically; raises OSError naming ``path`` when the write fails."""
+    try:
+        with atomic_path(path) as temporary:
+            save_file(tensors, str(temporary), metadata=metadata)
+            temporary.chmod(0o644)  # safetensors creates files readable by their owner only
+    except (OSError, SafetensorError) as error:  # safetensors reports I/O errors as its own type
         raise OSError(getattr(error, "errno", None), f"cannot write {path}: {error}") from error
 
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .backbones import create_backbone
-from .checkpoint import save_checkpoint, write_safetensors
+from .checkpoint import atomic_path, save_checkpoint, write_safetensors
 from .data import ImageLoadError, build_dataset, collate_batch, eval_transform, train_transform
 from .evaluate import compute_metrics, map_names, run_inference
 from .metrics import CAM_THRESHOLDS
@@ -294,12 +294,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
 def write_text(path: Path, text: str) -> None:
     """Replace a small text file atomically (a kill leaves the old or the new one, never half)."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as temporary:
         temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class RunLogger:
