@@ -18,6 +18,11 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Gradio keeps a record of every event for its monitoring page (10,000 by default) and, after
+# each event, summarizes them all with pandas: work and memory that grow with traffic. Keep
+# 1,000 and summarize every 1,000 events (bench/app_load.py measures the difference).
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr  # noqa: E402  (after the offline settings above)
 
@@ -79,6 +84,11 @@ def image_input(**options) -> gr.Image:
     return image
 
 
+def picture(**options) -> gr.Image:
+    """An output picture, sent as JPEG: Gradio's PNG encoding costs ~20 ms a panel, JPEG ~1 ms."""
+    return gr.Image(show_label=False, type="numpy", format="jpeg", interactive=False, **options)
+
+
 def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr.Blocks:
     """The viewer's page over the checkpoints in ``checkpoint_dir`` and the example folders."""
     shelf = CheckpointShelf(checkpoint_dir)
@@ -95,11 +105,16 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         panels = render_panels(explanation, box_threshold)
         return *page_pictures(panels), panels.caption
 
-    def explain_image(path, model_name, erase_threshold, box_threshold):
+    def comparison(cache, compare_open, baseline_name, box_threshold):
+        """(cache, picture) for the "Compare with CAM" tab; while it is closed, nothing is computed
+        or sent: a slider move stays one event and three pictures (bench/app_load.py)."""
+        return compare_with_cam(cache, baseline_name, box_threshold) if compare_open else (cache, gr.skip())
+
+    def explain_image(path, model_name, erase_threshold, box_threshold, compare_open):
         empty = (ViewerCache(), None, None, None, None, gr.update(choices=[], value=None),
                  gr.update(), gr.update())
         if path is None:
-            return *empty, "Upload or paste an image, or click an example."
+            return *empty, "Upload or paste an image, or click an example.", None
 
         def explain_upload():  # timed: decoding costs what the upload makes it cost
             explainer = shelf[model_name]
@@ -110,35 +125,42 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         except (ImageLoadError, CheckpointError, RequestTimeout) as error:
             message = str(error).replace(str(path), Path(path).name)  # not the server's temp path
             gr.Warning(message)
-            return *empty, f"**Cannot explain this:** {message}"
+            return *empty, f"**Cannot explain this:** {message}", None
         classes = [(f"{name} ({probability:.0%})", index) for index, name, probability in top_classes(explanation)]
         *pictures, status = views(explanation, box_threshold)
         baselines = shelf.baselines_for(model_name)
-        return (ViewerCache(explanation), *pictures,
+        cache, compared = comparison(ViewerCache(explanation), compare_open, baselines[0] if baselines else None,
+                                     box_threshold)
+        return (cache, *pictures,
                 gr.update(choices=classes, value=explanation.target_class),
                 gr.update(choices=baselines, value=baselines[0] if baselines else None),
-                gr.update(interactive=explainer.is_acol), status)
+                gr.update(interactive=explainer.is_acol), status, compared)
 
-    def set_erase_threshold(cache, erase_threshold, box_threshold):
+    def set_erase_threshold(cache, erase_threshold, box_threshold, compare_open, baseline_name):
         if cache.explanation is None or cache.explanation.num_branches == 1:
-            return cache, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return cache, *[gr.skip()] * 5
         explainer = shelf[cache.explanation.model_name]
         explanation = explainer.reexplain(cache.explanation, erase_threshold=erase_threshold)
         _, erased, branch_b, fused, status = views(explanation, box_threshold)
-        return replace(cache, explanation=explanation), erased, branch_b, fused, status
+        cache, compared = comparison(replace(cache, explanation=explanation), compare_open, baseline_name,
+                                     box_threshold)
+        return cache, erased, branch_b, fused, status, compared
 
-    def set_class(cache, class_index, box_threshold):
+    def set_class(cache, class_index, box_threshold, compare_open, baseline_name):
         if cache.explanation is None or class_index is None:
-            return cache, *[gr.skip()] * 5
+            return cache, *[gr.skip()] * 6
         explainer = shelf[cache.explanation.model_name]
         explanation = explainer.reexplain(cache.explanation, target_class=int(class_index))
-        return replace(cache, explanation=explanation), *views(explanation, box_threshold)
+        cache, compared = comparison(replace(cache, explanation=explanation), compare_open, baseline_name,
+                                     box_threshold)
+        return cache, *views(explanation, box_threshold), compared
 
-    def set_box_threshold(cache, box_threshold):
+    def set_box_threshold(cache, box_threshold, compare_open, baseline_name):
         if cache.explanation is None:
-            return gr.skip(), gr.skip()
+            return cache, gr.skip(), gr.skip(), gr.skip()
         *_, fused, status = views(cache.explanation, box_threshold)
-        return fused, status
+        cache, compared = comparison(cache, compare_open, baseline_name, box_threshold)
+        return cache, fused, status, compared
 
     def delta_sweep(cache):
         if cache.explanation is None:
@@ -148,6 +170,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         return sweep_strip(shelf[cache.explanation.model_name].sweep(cache.explanation))
 
     def compare_with_cam(cache, baseline_name, box_threshold):
+        """The CAM baseline's map beside ACoL's fused map (the baseline's is computed once per image)."""
         if cache.explanation is None:
             return cache, None
         if cache.explanation.num_branches == 1:
@@ -173,6 +196,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour.
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         cache = gr.State(ViewerCache(), time_to_live=3600)  # an idle tab's image and features go after an hour
+        compare_open = gr.State(False)  # is the "Compare with CAM" tab showing?
         gr.Markdown("# ACoL: where does the classifier look?\nAdversarial Complementary Learning "
                     "(Zhang et al., CVPR 2018) localizes objects from image labels only: erase what "
                     "branch A found, and branch B must find the rest.")
@@ -199,34 +223,34 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
             for key, title in titles.items():
                 with gr.Column(min_width=200):
                     gr.Markdown(f"**{title}**")
-                    panels.append(gr.Image(show_label=False, type="numpy", format="png", interactive=False,
-                                           elem_id=key, buttons=["fullscreen"]))
+                    panels.append(picture(elem_id=key, buttons=["fullscreen"]))
         with gr.Tabs():
-            with gr.Tab("Delta sweep"):
+            with gr.Tab("Delta sweep") as sweep_tab:
                 gr.Markdown("Erased features (top) and branch B's map (bottom) at each δ.")
-                sweep = gr.Image(show_label=False, type="numpy", format="png", interactive=False)
-            with gr.Tab("Compare with CAM"):
-                baseline = gr.Dropdown([], label="CAM baseline")
-                comparison = gr.Image(show_label=False, type="numpy", format="png", interactive=False)
+                sweep = picture()
+            with gr.Tab("Compare with CAM") as compare_tab:
+                first_baselines = shelf.baselines_for(first.name)
+                baseline = gr.Dropdown(first_baselines, value=next(iter(first_baselines), None), label="CAM baseline")
+                compared = picture(elem_id="comparison")
         gr.Markdown(HOW_TO_READ)
 
-        # The sweep and the comparison depend on what the main events change, so they follow
-        # them; only their first use is public API (the follow-ups stay callable, undocumented).
+        # Each control is one event that also refreshes the comparison when its tab is open. The
+        # sweep does not depend on δ, so only a new image or class refreshes it, as a follow-up.
         refresh_sweep = dict(fn=delta_sweep, inputs=[cache], outputs=[sweep], show_progress="hidden")
-        refresh_compare = dict(fn=compare_with_cam, inputs=[cache, baseline, box],
-                               outputs=[cache, comparison], show_progress="hidden")
-        follow_up = dict(api_visibility="undocumented")
-        gr.on([image.change, model.change], explain_image, inputs=[image, model, delta, box],
-              outputs=[cache, *panels, class_choice, baseline, delta, status], api_name="explain",
-              ).then(**refresh_sweep, api_name="sweep").then(**refresh_compare, api_name="compare")
-        delta.change(set_erase_threshold, [cache, delta, box], [cache, *panels[1:], status],
-                     api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last",
-                     ).then(**refresh_compare, **follow_up)
-        class_choice.input(set_class, [cache, class_choice, box], [cache, *panels, status], api_name="set_class",
-                           ).then(**refresh_sweep, **follow_up).then(**refresh_compare, **follow_up)
-        box.change(set_box_threshold, [cache, box], [panels[3], status], api_name="set_box_threshold",
-                   show_progress="hidden", trigger_mode="always_last").then(**refresh_compare, **follow_up)
-        baseline.input(**refresh_compare, **follow_up)
+        extras = [compare_open, baseline]
+        gr.on([image.change, model.change], explain_image, inputs=[image, model, delta, box, compare_open],
+              outputs=[cache, *panels, class_choice, baseline, delta, status, compared], api_name="explain",
+              ).then(**refresh_sweep, api_name="sweep")
+        delta.change(set_erase_threshold, [cache, delta, box, *extras], [cache, *panels[1:], status, compared],
+                     api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last")
+        class_choice.input(set_class, [cache, class_choice, box, *extras], [cache, *panels, status, compared],
+                           api_name="set_class").then(**refresh_sweep, api_visibility="undocumented")
+        box.change(set_box_threshold, [cache, box, *extras], [cache, panels[3], status, compared],
+                   api_name="set_box_threshold", show_progress="hidden", trigger_mode="always_last")
+        gr.on([compare_tab.select, baseline.input], lambda cache, name, box_threshold:
+              (*compare_with_cam(cache, name, box_threshold), True), [cache, baseline, box],
+              [cache, compared, compare_open], api_name="compare", show_progress="hidden")
+        sweep_tab.select(lambda: False, None, compare_open, api_visibility="private")
         export.click(export_png, [cache, box], [exported], api_name="export")
     # One event of each kind at a time (a slider move need not wait behind an upload), and a
     # bounded queue: beyond QUEUE_LIMIT waiting events, users are told the queue is full.

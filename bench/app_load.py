@@ -1,11 +1,12 @@
 """Load on the viewer: N concurrent gradio_client users against a real ``python app.py``.
 
-    python bench/app_load.py [--users 1 4 16] [--moves 10] [--soak 300] [--checkpoints DIR]
+    python bench/app_load.py [--users 1 4 16] [--moves 10] [--soak 300] [--compare-open] [--checkpoints DIR]
 
 Each user opens their own session, uploads a different photo (CUB-50 test photos of distinct
 classes when ../shared/data/cub50 is there, else generated ones), then moves the δ slider
-``--moves`` times. Like the page, each upload is followed by the delta-sweep and CAM-comparison
-refreshes and each slider move by the comparison refresh, so the server does the page's work.
+``--moves`` times. The requests are the page's: an upload is /explain and its /sweep follow-up,
+a slider move is one /set_erase_threshold. With ``--compare-open`` every user has also opened
+the "Compare with CAM" tab (/compare), so every event redraws the comparison too.
 
 Printed per N: requests/s, median and p95 latency of slider moves (until the new panels are
 back) and of uploads, errors, isolation errors (a reply that differs from what that user's image
@@ -108,28 +109,31 @@ class Server:
 class User:
     """One browser tab: its own session, its own photo."""
 
-    def __init__(self, url: str, photo: Path, model: str):
+    def __init__(self, url: str, photo: Path, model: str, compare_open: bool = False):
         # Replies name their pictures without fetching them: a browser fetches them in its own
         # process, while gradio_client would fetch them here, on the server's two cores.
         self.client = Client(url, verbose=False, download_files=False)
         self.photo, self.model = photo, model
-        self.baseline = None
+        self.baseline, self.compare_open, self.opened = None, compare_open, False
+        self.requests = 0
 
     def upload(self) -> str:
-        *_, baselines, _, status = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
-                                                       BOX_THRESHOLD, api_name="/explain")
+        *_, baselines, _, status, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
+                                                          BOX_THRESHOLD, api_name="/explain")
         self.baseline = baselines["value"]
-        self.client.predict(api_name="/sweep")  # the page's follow-up refreshes
-        self.client.predict(self.baseline, BOX_THRESHOLD, api_name="/compare")
+        self.client.predict(api_name="/sweep")  # the page's follow-up
+        self.requests += 2
+        if self.compare_open and not self.opened:  # the user clicks the tab once; it stays open
+            self.client.predict(self.baseline, BOX_THRESHOLD, api_name="/compare")
+            self.opened, self.requests = True, self.requests + 1
         return status
 
     def move_slider(self, delta: float) -> tuple[str, float]:
         """The move's status line and its latency (until the new panels are back)."""
         started = time.perf_counter()
-        *_, status = self.client.predict(delta, BOX_THRESHOLD, api_name="/set_erase_threshold")
-        latency = time.perf_counter() - started
-        self.client.predict(self.baseline, BOX_THRESHOLD, api_name="/compare")
-        return status, latency
+        *_, status, _ = self.client.predict(delta, BOX_THRESHOLD, self.baseline, api_name="/set_erase_threshold")
+        self.requests += 1
+        return status, time.perf_counter() - started
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -142,15 +146,16 @@ def session_script(user: User, moves: int) -> list[tuple[str, str]]:
         (f"δ={delta}", user.move_slider(delta)[0]) for delta in (DELTAS * moves)[:moves]]
 
 
-def run_users(server: Server, photos_: list[Path], model: str, moves: int, expected: dict) -> dict:
+def run_users(server: Server, photos_: list[Path], model: str, moves: int, expected: dict,
+              compare_open: bool) -> dict:
     """N users at once; each reply is compared with what its image gave alone."""
-    users = [User(server.url, photo, model) for photo in photos_]
+    users = [User(server.url, photo, model, compare_open) for photo in photos_]
     timings = {"upload": [], "slider": []}
-    errors, isolation_errors, requests = [], 0, 0
+    errors, isolation_errors = [], 0
     lock = threading.Lock()
 
     def act(user: User):
-        nonlocal isolation_errors, requests
+        nonlocal isolation_errors
         try:
             started = time.perf_counter()
             status = user.upload()
@@ -163,7 +168,6 @@ def run_users(server: Server, photos_: list[Path], model: str, moves: int, expec
                     timings["slider"].append(latency)
             with lock:
                 timings["upload"].append(upload_seconds)
-                requests += 3 + 2 * moves
                 isolation_errors += sum(reply != want for reply, want in zip(replies, expected[user.photo]))
         except Exception as error:  # noqa: BLE001  every failure is counted and shown
             with lock:
@@ -174,16 +178,20 @@ def run_users(server: Server, photos_: list[Path], model: str, moves: int, expec
     with ThreadPoolExecutor(len(users)) as pool:
         list(pool.map(act, users))
     wall = time.perf_counter() - started
-    return {"requests": requests, "wall": wall, "timings": timings, "errors": errors,
+    return {"requests": sum(user.requests for user in users), "wall": wall, "timings": timings, "errors": errors,
             "isolation_errors": isolation_errors, "peak_mb": server.memory_mb("VmHWM")}
 
 
-def soak(server: Server, photos_: list[Path], model: str, seconds: float) -> None:
+def soak(server: Server, photos_: list[Path], model: str, seconds: float, compare_open: bool) -> None:
     """All users busy for ``seconds``: uploads and slider moves; memory sampled as it goes."""
-    users = [User(server.url, photo, model) for photo in photos_]
+    users = [User(server.url, photo, model, compare_open) for photo in photos_]
     for user in users:
         user.upload()
-    count, lock, stop_at = [0], threading.Lock(), time.time() + seconds
+    stop_at = time.time() + seconds
+
+    def count() -> int:
+        return sum(user.requests for user in users)
+    start = count()
     samples = [(0, server.memory_mb())]
 
     def busy(user: User):
@@ -191,23 +199,19 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float) -> Non
         while time.time() < stop_at:
             if step % 10 == 9:
                 user.upload()
-                done = 3
             else:
                 user.move_slider(DELTAS[step % len(DELTAS)])
-                done = 2
             step += 1
-            with lock:
-                count[0] += done
 
     threads = [threading.Thread(target=busy, args=(user,)) for user in users]
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):
         time.sleep(max(1.0, seconds / 20))
-        samples.append((count[0], server.memory_mb()))
+        samples.append((count() - start, server.memory_mb()))
     for thread in threads:
         thread.join()
-    print(f"\nsoak: {len(users)} users for {seconds:.0f} s, {count[0]} requests")
+    print(f"\nsoak: {len(users)} users for {seconds:.0f} s, {count() - start} requests")
     print("  requests  server RSS (MB)")
     for requests, rss in samples:
         print(f"  {requests:8d}  {rss:8.1f}")
@@ -224,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moves", type=int, default=10, help="slider moves per user")
     parser.add_argument("--soak", type=float, default=300, help="seconds of the soak (0: none)")
     parser.add_argument("--soak-users", type=int, default=16)
+    parser.add_argument("--compare-open", action="store_true", help="users have the Compare with CAM tab open")
     parser.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     parser.add_argument("--model", default=None, help="checkpoint name (default: the first ACoL one)")
     args = parser.parse_args(argv)
@@ -238,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server pid {server.process.pid} at {server.url}, model {model}, "
                   f"{os.cpu_count()} CPU cores, idle RSS {server.memory_mb():.0f} MB")
             # Each photo alone on the server first: the replies every session must get back.
-            expected = {photo: session_script(User(server.url, photo, model), args.moves) for photo in pictures}
+            expected = {photo: session_script(User(server.url, photo, model, args.compare_open), args.moves) for photo in pictures}
             print(f"{'users':>5} {'requests':>8} {'req/s':>6} {'slider p50':>10} {'slider p95':>10} "
                   f"{'upload p50':>10} {'upload p95':>10} {'errors':>6} {'isolation':>9} {'peak MB':>8}")
             for users in args.users:
-                result = run_users(server, pictures[:users], model, args.moves, expected)
+                result = run_users(server, pictures[:users], model, args.moves, expected, args.compare_open)
                 slider, upload = result["timings"]["slider"], result["timings"]["upload"]
                 print(f"{users:5d} {result['requests']:8d} {result['requests'] / result['wall']:6.1f} "
                       f"{1000 * statistics.median(slider) if slider else float('nan'):8.0f}ms "
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 for error in result["errors"][:3]:
                     print(f"      error: {error[:300]}")
             if args.soak:
-                soak(server, pictures[:args.soak_users], model, args.soak)
+                soak(server, pictures[:args.soak_users], model, args.soak, args.compare_open)
         finally:
             server.stop()
     return 0

@@ -22,7 +22,7 @@ def client(viewer_url):
 
 def explain(client, path, model=ACOL, erase_threshold=0.6, box_threshold=0.2):
     """The /explain event: (4 panel files, class dropdown, baseline dropdown, status)."""
-    *panels, classes, baselines, _, status = client.predict(handle_file(str(path)), model, erase_threshold,
+    *panels, classes, baselines, _, status, _ = client.predict(handle_file(str(path)), model, erase_threshold,
                                                          box_threshold, api_name="/explain")
     return panels, classes, baselines, status
 
@@ -52,22 +52,35 @@ def test_explain_then_move_the_slider_change_the_class_and_export(client, tmp_pa
     assert baselines["value"] == CAM
     assert "δ = 0.60" in status
 
-    erased, branch_b, fused, moved_status = client.predict(0.2, 0.2, api_name="/set_erase_threshold")
+    erased, branch_b, fused, moved_status, _ = client.predict(0.2, 0.2, api_name="/set_erase_threshold")
     assert "δ = 0.20" in moved_status
     assert not np.array_equal(pixels(erased), pixels(panels[1])), "a lower δ erases more cells"
 
     other = classes["choices"][1][1]
-    *class_panels, class_status = client.predict(other, 0.2, api_name="/set_class")
+    *class_panels, class_status, _ = client.predict(other, 0.2, api_name="/set_class")
     assert classes["choices"][1][0].split(" (")[0] in class_status
     assert "δ = 0.20" in class_status, "changing the class keeps the slider's δ"
 
-    fused_loose, box_status = client.predict(0.9, api_name="/set_box_threshold")
+    fused_loose, box_status, _ = client.predict(0.9, api_name="/set_box_threshold")
     assert "box at 0.90" in box_status
 
     assert pixels(client.predict(api_name="/sweep")).shape[1] > 1000
     assert pixels(client.predict(CAM, 0.2, api_name="/compare")).ndim == 3
     with Image.open(client.predict(0.2, api_name="/export")) as figure:
         assert figure.format == "PNG" and figure.width > 3 * figure.height
+
+
+def test_the_comparison_follows_the_controls_only_while_its_tab_is_open(viewer_url, tmp_path):
+    tab = Client(viewer_url, verbose=False)
+    *_, closed = tab.predict(handle_file(str(noise_png(tmp_path / "bird.png"))), ACOL, 0.6, 0.2, api_name="/explain")
+    *_, closed_move = tab.predict(0.3, 0.2, CAM, api_name="/set_erase_threshold")
+    assert closed == closed_move == {"__type__": "update"}, "a closed tab gets no picture, only 'no change'"
+
+    opened = pixels(tab.predict(CAM, 0.2, api_name="/compare"))  # what selecting the tab runs
+    *_, moved = tab.predict(0.8, 0.2, CAM, api_name="/set_erase_threshold")
+    *_, boxed = tab.predict(0.5, CAM, api_name="/set_box_threshold")
+    assert not np.array_equal(pixels(moved), opened), "δ changes ACoL's fused map beside CAM's"
+    assert not np.array_equal(pixels(boxed), pixels(moved)), "the box threshold redraws both boxes"
 
 
 def test_an_example_shows_its_true_box_and_iou(client):
@@ -181,7 +194,7 @@ def test_a_page_request_cannot_make_the_server_read_one_of_its_own_files(viewer_
     reply = raw_call(viewer_url, "explain", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}},
                                               "tiny_acol", 0.6, 0.2])
     assert reply.startswith("event: complete")
-    assert "δ = 0.60" in json.loads(reply.split("data: ", 1)[1])[-1]
+    assert "δ = 0.60" in json.loads(reply.split("data: ", 1)[1])[-2]  # the status line
 
 
 def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_checkpoints, tmp_path):
@@ -267,6 +280,8 @@ def test_the_queue_is_bounded_and_each_callback_runs_one_request_at_a_time(tiny_
     demo = app.build_demo(tiny_checkpoints)
     assert demo._queue.max_size == app.QUEUE_LIMIT
     assert demo._queue.default_concurrency_limit == 1
+    # Gradio's per-event records (for its monitoring page) are bounded and summarized rarely.
+    assert demo._queue.ANALYTICS_MAX_EVENTS == 1000 and demo._queue.ANAYLTICS_CACHE_FREQUENCY == 1000
     assert all(fn.concurrency_limit == "default" for fn in demo.fns.values())  # i.e. the queue's 1
     functions = {fn.fn for fn in demo.fns.values()}
     assert len({fn.concurrency_id for fn in demo.fns.values()}) == len(functions)  # one group per callback
@@ -282,7 +297,7 @@ def test_each_session_sees_only_its_own_images_results(viewer_url, tmp_path):
         for other in interleaved_with:
             explain(other, images[1])  # another tab uploads its image in between
         for delta in (0.3, 0.8):
-            replies.append(tab.predict(delta, 0.2, api_name="/set_erase_threshold")[-1])
+            replies.append(tab.predict(delta, 0.2, api_name="/set_erase_threshold")[3])
         return replies
 
     alone = session(images[0])

@@ -48,6 +48,15 @@ def test_upload_move_the_slider_and_the_panels_change(viewer_url, tmp_path):
             assert panel_source(page, "erased") != before["erased"], "the erased-feature mask follows the slider"
             assert panel_source(page, "branch-b") != before["branch-b"], "branch B's map follows the slider"
             assert panel_source(page, "branch-a") == before["branch-a"], "branch A does not depend on δ"
+
+            page.get_by_role("tab", name="Compare with CAM").click()  # opening the tab draws the comparison
+            expect(page.locator("#comparison img")).to_be_visible(timeout=30_000)
+            compared = panel_source(page, "comparison")
+            number.fill("0.5")
+            number.press("Enter")
+            page.wait_for_function(
+                "([id, old]) => document.querySelector(`#${id} img`)?.getAttribute('src') !== old",
+                arg=["comparison", compared], timeout=30_000)  # and, while open, it follows the slider
             page.get_by_role("tab", name="Delta sweep").click()
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
