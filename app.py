@@ -184,6 +184,10 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
             return cache, None
         return cache, compare_picture(cache.baseline, cache.explanation, box_threshold)
 
+    def open_comparison(cache, baseline_name, box_threshold):
+        """The Compare tab was opened or its baseline changed: draw it, and keep it drawn."""
+        return *compare_with_cam(cache, baseline_name, box_threshold), True
+
     def export_png(cache, box_threshold):
         if cache.explanation is None:
             gr.Warning("Explain an image first.")
@@ -247,8 +251,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
                            api_name="set_class").then(**refresh_sweep, api_visibility="undocumented")
         box.change(set_box_threshold, [cache, box, *extras], [cache, panels[3], status, compared],
                    api_name="set_box_threshold", show_progress="hidden", trigger_mode="always_last")
-        gr.on([compare_tab.select, baseline.input], lambda cache, name, box_threshold:
-              (*compare_with_cam(cache, name, box_threshold), True), [cache, baseline, box],
+        gr.on([compare_tab.select, baseline.input], open_comparison, [cache, baseline, box],
               [cache, compared, compare_open], api_name="compare", show_progress="hidden")
         sweep_tab.select(lambda: False, None, compare_open, api_visibility="private")
         export.click(export_png, [cache, box], [exported], api_name="export")
