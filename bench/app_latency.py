@@ -49,7 +49,7 @@ def median_ms(function, repeats: int) -> float:
 
 def stand_in_checkpoint(folder: Path) -> Path:
     """A random-init model with the shipped CUB model's architecture (50 classes, 224 px)."""
-    model = ACoL(create_backbone("efficientnet_lite0"), 50, erase_threshold=0.6, head_width=512)
+    model = ACoL(create_backbone("efficientnet_lite0"), 50, erase_threshold=0.7, head_width=256)
     return save_checkpoint(folder / "stand_in_acol_efficientnet_lite0.safetensors", model.eval(),
                            backbone="efficientnet_lite0", class_names=[f"class {i}" for i in range(50)],
                            input_size=224)

@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/cub50"))
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--input-size", type=int, default=160)
-    parser.add_argument("--head-width", type=int, default=512)
+    parser.add_argument("--head-width", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
