@@ -129,11 +129,11 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         classes = [(f"{name} ({probability:.0%})", index) for index, name, probability in top_classes(explanation)]
         *pictures, status = views(explanation, box_threshold)
         baselines = shelf.baselines_for(model_name)
-        cache, compared = comparison(ViewerCache(explanation), compare_open, baselines[0] if baselines else None,
-                                     box_threshold)
+        first_baseline = next(iter(baselines), None)
+        cache, compared = comparison(ViewerCache(explanation), compare_open, first_baseline, box_threshold)
         return (cache, *pictures,
                 gr.update(choices=classes, value=explanation.target_class),
-                gr.update(choices=baselines, value=baselines[0] if baselines else None),
+                gr.update(choices=baselines, value=first_baseline),
                 gr.update(interactive=explainer.is_acol), status, compared)
 
     def set_erase_threshold(cache, erase_threshold, box_threshold, compare_open, baseline_name):
