@@ -79,7 +79,18 @@ class RunFolderError(RuntimeError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss stopped being a finite number."""
+    """The loss stopped being a finite number, or an epoch's loss went far above chance level."""
+
+
+# An epoch whose mean loss exceeds this many times the loss of guessing uniformly has diverged,
+# even when every step stayed finite (a synthetic run at too high an lr sat at 8x, at chance
+# accuracy). A healthy run starts near 1x and falls.
+DIVERGED_LOSS_FACTOR = 3.0
+
+
+def diverged(reason: str, out: Path) -> TrainingDiverged:
+    return TrainingDiverged(f"{reason}; stopping. {out} keeps the last good checkpoint, if an earlier "
+                            "epoch wrote one (try a lower --lr).")
 
 
 def load_config(path: str | Path) -> dict:
@@ -252,9 +263,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 output = trained(images, target_class=labels)
                 loss = ACoL.loss(output, labels)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                       f"stopping. The last good checkpoint is kept in {out} "
-                                       "(try a lower --lr).")
+                raise diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}", out)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -263,6 +272,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             loss_sum += loss.item() * len(labels)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        if distributed:  # every process judges, and logs, the loss over all of them
+            totals = torch.tensor([loss_sum, seen, correct], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            loss_sum, seen, correct = totals.tolist()
+        chance_loss = config.num_branches * math.log(train_set.num_classes)
+        if loss_sum / max(seen, 1) > DIVERGED_LOSS_FACTOR * chance_loss:
+            raise diverged(f"epoch {epoch + 1}'s mean loss {loss_sum / seen:.2f} is over "
+                           f"{DIVERGED_LOSS_FACTOR:g}x chance level ({chance_loss:.2f})", out)
         if is_main:
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 4),
                    "train_top1": round(100 * correct / max(seen, 1), 2),

@@ -13,8 +13,9 @@ import time
 import pytest
 import torch
 
-from acol.checkpoint import load_checkpoint
+from acol.checkpoint import load_checkpoint, save_checkpoint
 from acol.evaluate import main as evaluate_main
+from acol.model import ACoL
 from acol.synthetic import write_examples
 from acol.train import main as train_main
 
@@ -75,6 +76,19 @@ def test_a_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_pa
     assert "last good checkpoint" in capsys.readouterr().err
     assert (run / "model.safetensors").read_bytes() == good
     load_checkpoint(run / "model.safetensors")
+
+
+def test_a_run_whose_loss_explodes_without_nan_stops_and_keeps_the_last_good_checkpoint(
+        tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    train_main(TINY_RUN + ["--epochs", "1", "--out", str(run)])
+    good = (run / "model.safetensors").read_bytes()
+    real_loss = ACoL.loss
+    monkeypatch.setattr(ACoL, "loss", staticmethod(lambda output, labels: 10 * real_loss(output, labels)))
+    assert train_main(["--resume", str(run), "--epochs", "2"]) == 1
+    assert "over 3x chance level" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == good
+    assert [row["epoch"] for row in run_dir_rows(run)] == ["1"]
 
 
 def train_process(*arguments):
@@ -198,6 +212,28 @@ def test_evaluate_cli_writes_json_table_curve_and_a_checkpoint_with_the_chosen_t
         name: numbers["cam_threshold"] for name, numbers in results["maps"].items()}
     assert config["metrics"]["validation"]["maps"]["fused"]["max_box_acc_v2"] == pytest.approx(
         results["maps"]["fused"]["max_box_acc_v2"], abs=0.01)
+
+
+def test_evaluate_will_not_ship_over_a_checkpoint_that_scored_better(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_main(TINY_RUN + ["--epochs", "1", "--out", str(run)])
+    csv_path = write_examples(tmp_path / "data", 6, seed=5, num_classes=4, image_size=48)
+    shipped = tmp_path / "shipped.safetensors"
+    evaluate = [str(run / "model.safetensors"), str(csv_path), "--workers", "0", "--out", str(tmp_path / "eval"),
+                "--ship", str(shipped)]
+    assert evaluate_main(evaluate) == 0
+    model, config = load_checkpoint(shipped)
+    fused_v2 = config["metrics"]["validation"]["maps"]["fused"]["max_box_acc_v2"]
+    # Pretend the shipped model had done better than this one will.
+    config["metrics"]["validation"]["maps"]["fused"]["max_box_acc_v2"] = fused_v2 + 1
+    save_checkpoint(shipped, model, backbone="tiny", class_names=config["class_names"],
+                    input_size=config["input_size"], metrics=config["metrics"])
+    better = shipped.read_bytes()
+    capsys.readouterr()
+    assert evaluate_main(evaluate) == 1
+    assert "not shipping over" in capsys.readouterr().err and shipped.read_bytes() == better
+    assert evaluate_main(evaluate + ["--force"]) == 0
+    assert shipped.read_bytes() != better
 
 
 @pytest.mark.slow
