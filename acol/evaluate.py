@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,32 @@ def plot_box_accuracy(results: dict, path: str | Path) -> Path:
     return Path(path)
 
 
+class ShipRefused(RuntimeError):
+    """``--ship`` would replace a checkpoint that did better on the same validation data."""
+
+
+def check_replacement(path, config: dict, results: dict) -> None:
+    """Refuse to ship over a checkpoint whose final map (fused, or CAM's) scored a higher
+    MaxBoxAccV2 on the same split of the same classes: an evaluation of a diverged run once
+    replaced a good shipped model that way. ``--force`` skips this check."""
+    from .checkpoint import CheckpointError, read_metadata
+    if not Path(path).exists():
+        return
+    try:
+        shipped = json.loads(read_metadata(path)["config"])
+        validation = shipped["metrics"]["validation"]
+        final_map = list(validation["maps"])[-1]
+        before = validation["maps"][final_map]["max_box_acc_v2"]
+    except (CheckpointError, KeyError, IndexError, TypeError, json.JSONDecodeError):
+        return  # no numbers to compare with
+    now = results["maps"].get(final_map, {}).get("max_box_acc_v2")
+    comparable = validation["split"] == results["split"] and shipped.get("class_names") == config["class_names"]
+    if comparable and now is not None and now < before:
+        raise ShipRefused(f"not shipping over {path}: it scored MaxBoxAccV2 {before:.2f} ({final_map} map, "
+                          f"split {results['split']!r}) and this model {now:.2f}. Ship elsewhere, or pass "
+                          "--force to replace it anyway.")
+
+
 def ship_checkpoint(path, model, config: dict, results: dict) -> Path:
     """Save ``model`` (fp16) with the thresholds chosen on, and the numbers of, ``results``."""
     from .checkpoint import save_checkpoint
@@ -176,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<checkpoint>)")
     parser.add_argument("--ship", metavar="PATH", default=None,
                         help="also write a float16 copy of the checkpoint whose config records the "
-                             "erase threshold, the CAM thresholds and these (validation) numbers")
+                             "erase threshold, the CAM thresholds and these (validation) numbers; "
+                             "refused if PATH holds a model that scored better on the same split")
+    parser.add_argument("--force", action="store_true", help="--ship even over a better checkpoint")
     args = parser.parse_args(argv)
 
     model, config = load_checkpoint(args.checkpoint)
@@ -199,8 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
     plot_box_accuracy(results, out / "box_accuracy.png")
-    if args.ship:
-        ship_checkpoint(args.ship, model, config, results)
     print(table)
+    if args.ship:
+        try:
+            if not args.force:
+                check_replacement(args.ship, config, results)
+        except ShipRefused as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        ship_checkpoint(args.ship, model, config, results)
+        print(f"shipped {args.ship}")
     print(f"\nwrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'box_accuracy.png'}")
     return 0
