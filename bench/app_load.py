@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,11 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from acol.explain import CheckpointShelf  # noqa: E402
 
 DELTAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+# gradio_client opens two fresh httpx clients per request, and httpx builds a TLS context for
+# each (loading the CA bundle: ~25 ms of CPU), even for this plain-http loopback URL. On two
+# cores shared with the server, that client-side work alone capped the load near 19 moves/s.
+# A browser sets TLS up once, so every user here shares one context (never used over http).
+SHARED_TLS = ssl.create_default_context()
 BOX_THRESHOLD = 0.2
 
 
@@ -112,7 +118,7 @@ class User:
     def __init__(self, url: str, photo: Path, model: str, compare_open: bool = False):
         # Replies name their pictures without fetching them: a browser fetches them in its own
         # process, while gradio_client would fetch them here, on the server's two cores.
-        self.client = Client(url, verbose=False, download_files=False)
+        self.client = Client(url, verbose=False, download_files=False, ssl_verify=SHARED_TLS)
         self.photo, self.model = photo, model
         self.baseline, self.compare_open, self.opened = None, compare_open, False
         self.requests = 0
