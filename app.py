@@ -43,6 +43,9 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
 MAX_UPLOAD = os.environ.get("ACOL_MAX_UPLOAD", "20mb")
 REQUEST_TIMEOUT_S = float(os.environ.get("ACOL_REQUEST_TIMEOUT", "20"))  # decoding + explaining one upload
 QUEUE_LIMIT = int(os.environ.get("ACOL_QUEUE_LIMIT", "64"))  # waiting events; more are turned away
+# A slider move re-runs only the later branches and draws three pictures (~30 ms of CPU): two at
+# once keep both cores of a small host busy. Uploads, which run the backbone, go one at a time.
+SLIDER_CONCURRENCY = 2
 CSS = "#figure-file .empty { min-height: 4rem; height: 4rem; }"  # not a tall drop zone: it is output only
 
 HOW_TO_READ = """
@@ -246,17 +249,20 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
               outputs=[cache, *panels, class_choice, baseline, delta, status, compared], api_name="explain",
               ).then(**refresh_sweep, api_name="sweep")
         delta.change(set_erase_threshold, [cache, delta, box, *extras], [cache, *panels[1:], status, compared],
-                     api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last")
+                     api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last",
+                     concurrency_limit=SLIDER_CONCURRENCY)
         class_choice.input(set_class, [cache, class_choice, box, *extras], [cache, *panels, status, compared],
                            api_name="set_class").then(**refresh_sweep, api_visibility="undocumented")
         box.change(set_box_threshold, [cache, box, *extras], [cache, panels[3], status, compared],
-                   api_name="set_box_threshold", show_progress="hidden", trigger_mode="always_last")
+                   api_name="set_box_threshold", show_progress="hidden", trigger_mode="always_last",
+                   concurrency_limit=SLIDER_CONCURRENCY)
         gr.on([compare_tab.select, baseline.input], open_comparison, [cache, baseline, box],
               [cache, compared, compare_open], api_name="compare", show_progress="hidden")
         sweep_tab.select(lambda: False, None, compare_open, api_visibility="private")
         export.click(export_png, [cache, box], [exported], api_name="export")
-    # One event of each kind at a time (a slider move need not wait behind an upload), and a
-    # bounded queue: beyond QUEUE_LIMIT waiting events, users are told the queue is full.
+    # Each callback has its own queue slot(s), so a slider move need not wait behind an upload;
+    # one at a time unless said otherwise. Beyond QUEUE_LIMIT waiting events, users are told the
+    # queue is full.
     return demo.queue(max_size=QUEUE_LIMIT, default_concurrency_limit=1)
 
 

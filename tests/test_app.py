@@ -275,14 +275,16 @@ def test_a_10000_pixel_square_upload_neither_exhausts_memory_nor_blocks_other_us
     assert grown < 200e6, f"peak memory grew {grown / 1e6:.0f} MB; one full decode would be 300 MB"
 
 
-def test_the_queue_is_bounded_and_each_callback_runs_one_request_at_a_time(tiny_checkpoints):
+def test_the_queue_is_bounded_and_only_slider_moves_run_two_at_a_time(tiny_checkpoints):
     import app
     demo = app.build_demo(tiny_checkpoints)
     assert demo._queue.max_size == app.QUEUE_LIMIT
     assert demo._queue.default_concurrency_limit == 1
     # Gradio's per-event records (for its monitoring page) are bounded and summarized rarely.
     assert demo._queue.ANALYTICS_MAX_EVENTS == 1000 and demo._queue.ANAYLTICS_CACHE_FREQUENCY == 1000
-    assert all(fn.concurrency_limit == "default" for fn in demo.fns.values())  # i.e. the queue's 1
+    limits = {fn.api_name: fn.concurrency_limit for fn in demo.fns.values()}
+    assert limits.pop("set_erase_threshold") == limits.pop("set_box_threshold") == app.SLIDER_CONCURRENCY == 2
+    assert set(limits.values()) == {"default"}  # i.e. the queue's 1: uploads run the backbone one at a time
     functions = {fn.fn for fn in demo.fns.values()}
     assert len({fn.concurrency_id for fn in demo.fns.values()}) == len(functions)  # one group per callback
 
