@@ -9,27 +9,28 @@ from acol.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage,
                           iou_per_threshold, region_overlap)
 
 
+def painted_map(side: int, box, *patches):
+    """A ``side`` x ``side`` map of zeros with each ``(rows, cols, value)`` patch painted on it,
+    and its true ``box`` (xyxy)."""
+    scores = np.zeros((side, side), dtype=np.float32)
+    for rows, cols, value in patches:
+        scores[rows, cols] = value
+    return scores, np.array([box])
+
+
 def exact_map():
     """10x10 map: 1 exactly on the box [2, 2, 6, 6], 0.5 on a small far-away patch."""
-    scores = np.zeros((10, 10), dtype=np.float32)
-    scores[2:6, 2:6] = 1.0
-    scores[8:10, 8:10] = 0.5
-    return scores, np.array([[2, 2, 6, 6]])
+    return painted_map(10, [2, 2, 6, 6], (slice(2, 6), slice(2, 6), 1.0), (slice(8, 10), slice(8, 10), 0.5))
 
 
 def half_map():
     """20x20 map covering the top half of the box [0, 0, 10, 10]: IoU 0.5 at every t > 0."""
-    scores = np.zeros((20, 20), dtype=np.float32)
-    scores[0:5, 0:10] = 1.0
-    return scores, np.array([[0, 0, 10, 10]])
+    return painted_map(20, [0, 0, 10, 10], (slice(0, 5), slice(0, 10), 1.0))
 
 
 def decoy_map():
     """A large 0.8 blob away from the box and a small 1.0 blob exactly on it."""
-    scores = np.zeros((20, 20), dtype=np.float32)
-    scores[10:20, 10:20] = 0.8
-    scores[0:3, 0:3] = 1.0
-    return scores, np.array([[0, 0, 3, 3]])
+    return painted_map(20, [0, 0, 3, 3], (slice(10, 20), slice(10, 20), 0.8), (slice(0, 3), slice(0, 3), 1.0))
 
 
 def test_iou_per_threshold_by_hand():
