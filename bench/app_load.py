@@ -97,7 +97,8 @@ class Server:
                 time.sleep(0.5)
 
     def memory_mb(self, field: str = "VmRSS") -> float:
-        """The server's resident memory now (VmRSS) or its peak since the last reset (VmHWM)."""
+        """The server's resident memory now (VmRSS, or its RssAnon part) or its peak since the last
+        reset (VmHWM)."""
         for line in open(f"/proc/{self.process.pid}/status"):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
@@ -198,7 +199,7 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
     def count() -> int:
         return sum(user.requests for user in users)
     start = count()
-    samples = [(0, server.memory_mb())]
+    samples = [(0, server.memory_mb(), server.memory_mb("RssAnon"))]
 
     def busy(user: User):
         step = 0
@@ -214,18 +215,21 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
         thread.start()
     while any(thread.is_alive() for thread in threads):
         time.sleep(max(1.0, seconds / 20))
-        samples.append((count() - start, server.memory_mb()))
+        samples.append((count() - start, server.memory_mb(), server.memory_mb("RssAnon")))
     for thread in threads:
         thread.join()
     print(f"\nsoak: {len(users)} users for {seconds:.0f} s, {count() - start} requests")
-    print("  requests  server RSS (MB)")
-    for requests, rss in samples:
-        print(f"  {requests:8d}  {rss:8.1f}")
+    # RSS also counts pages of the server's own libraries as it first touches them; the
+    # anonymous part (heap, arrays) is what a leak would grow.
+    print("  requests  server RSS (MB)  of which anonymous")
+    for requests, rss, anonymous in samples:
+        print(f"  {requests:8d}  {rss:15.1f}  {anonymous:17.1f}")
     half = [sample for sample in samples if sample[0] >= samples[-1][0] / 2]  # after warm-up
     if len(half) >= 2:
-        slope = np.polyfit([r for r, _ in half], [m for _, m in half], 1)[0] * 1024
-        print(f"  growth over the second half: {slope:+.2f} KB per request "
-              f"({half[0][1]:.1f} -> {half[-1][1]:.1f} MB over {half[-1][0] - half[0][0]} requests)")
+        for column, name in ((1, "RSS"), (2, "anonymous")):
+            slope = np.polyfit([s[0] for s in half], [s[column] for s in half], 1)[0] * 1024
+            print(f"  {name} growth over the second half: {slope:+.2f} KB per request "
+                  f"({half[0][column]:.1f} -> {half[-1][column]:.1f} MB over {half[-1][0] - half[0][0]} requests)")
 
 
 def main(argv: list[str] | None = None) -> int:
