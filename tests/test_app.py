@@ -225,11 +225,17 @@ def test_a_request_past_its_time_limit_is_abandoned_with_a_message(client, tmp_p
     assert all(panel is not None for panel in panels)
 
 
+def memory_status(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 def peak_memory_since_reset() -> int:
     """Peak resident memory (bytes) since the last reset (Linux: /proc/self/clear_refs)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+    return memory_status("VmHWM")
 
 
 def reset_peak_memory() -> int:
@@ -273,6 +279,24 @@ def test_a_10000_pixel_square_upload_neither_exhausts_memory_nor_blocks_other_us
     assert "too large" in png_status and "10000 x 10000" in png_status and "25-megapixel" in png_status
     grown = peak_memory_since_reset() - baseline
     assert grown < 200e6, f"peak memory grew {grown / 1e6:.0f} MB; one full decode would be 300 MB"
+
+
+def test_memory_the_server_freed_goes_back_to_the_system():
+    from acol.explain import trim_freed_memory
+    pictures = [np.ones(60_000, np.uint8) for _ in range(2000)]  # 120 MB of picture-sized blocks
+    last = pictures[-1]  # still in use: glibc cannot simply shrink its heap from the top
+    allocated = memory_status("RssAnon")
+    del pictures
+    assert memory_status("RssAnon") > allocated - 20e6, "glibc kept the freed blocks (the premise)"
+    assert trim_freed_memory()
+    assert memory_status("RssAnon") < allocated - 80e6
+    del last
+
+
+def test_a_launched_viewer_trims_freed_memory_in_the_background(viewer_url):
+    import threading
+    trimmers = [thread for thread in threading.enumerate() if thread.name == "acol-trim-freed-memory"]
+    assert len(trimmers) == 1 and trimmers[0].daemon and trimmers[0].is_alive()
 
 
 def test_the_queue_is_bounded_and_only_slider_moves_run_two_at_a_time(tiny_checkpoints):
