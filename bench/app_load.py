@@ -215,9 +215,12 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
         thread.start()
     while any(thread.is_alive() for thread in threads):
         time.sleep(max(1.0, seconds / 20))
-        samples.append((count() - start, server.memory_mb(), server.memory_mb("RssAnon")))
+        if any(thread.is_alive() for thread in threads):  # the growth is judged under load only
+            samples.append((count() - start, server.memory_mb(), server.memory_mb("RssAnon")))
     for thread in threads:
         thread.join()
+    time.sleep(15)  # idle: the server hands freed memory back every 10 s
+    idle = (server.memory_mb(), server.memory_mb("RssAnon"))
     print(f"\nsoak: {len(users)} users for {seconds:.0f} s, {count() - start} requests")
     # RSS also counts pages of the server's own libraries as it first touches them; the
     # anonymous part (heap, arrays) is what a leak would grow.
@@ -230,6 +233,8 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
             slope = np.polyfit([s[0] for s in half], [s[column] for s in half], 1)[0] * 1024
             print(f"  {name} growth over the second half: {slope:+.2f} KB per request "
                   f"({half[0][column]:.1f} -> {half[-1][column]:.1f} MB over {half[-1][0] - half[0][0]} requests)")
+    print(f"  15 s after the load stopped: RSS {idle[0]:.1f} MB, of which anonymous {idle[1]:.1f} MB "
+          f"(at the start: {samples[0][1]:.1f}, {samples[0][2]:.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:
