@@ -9,6 +9,9 @@ import torch
 
 from acol import ACoL, create_backbone
 from acol.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from acol.evaluate import map_names
+
+from conftest import REPO
 
 
 @pytest.fixture
@@ -190,3 +193,24 @@ def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
     assert path.read_bytes()[0] == 0x80
     loaded, config = load_checkpoint(path)
     assert config["class_names"] == ["a", "b"]
+
+
+SHIPPED = sorted((REPO / "checkpoints").glob("*.safetensors"))
+
+
+def test_the_shipped_checkpoints_are_there():
+    assert {path.name for path in SHIPPED} >= {"cub50_acol_efficientnet_lite0.safetensors",
+                                               "cub50_cam_efficientnet_lite0.safetensors",
+                                               "synthetic_acol_efficientnet_lite0.safetensors"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.stem)
+def test_a_shipped_checkpoint_is_small_loads_and_its_card_shows_its_validation_numbers(path):
+    assert path.stat().st_size < 20e6
+    model, config = load_checkpoint(path)
+    validation = config["metrics"]["validation"]
+    assert set(config["metrics"]["cam_thresholds"]) == set(validation["maps"]) == set(map_names(len(model.heads)))
+    card = (REPO / "checkpoints" / "README.md").read_text()
+    final_map = validation["maps"][map_names(len(model.heads))[-1]]
+    assert path.name in card and f"**{final_map['max_box_acc_v2']:.1f}**" in card, \
+        "checkpoints/README.md does not show this file's MaxBoxAccV2 (re-shipped without updating the card?)"
