@@ -485,9 +485,10 @@ def trim_freed_memory() -> bool:
     """Give the pages of memory this process has freed back to the system (glibc's
     ``malloc_trim``); False where there is no glibc (macOS, musl), which has nothing to do.
 
-    glibc keeps freed heap memory for reuse. A server whose worker threads draw and free
-    pictures and tensors all day so grows in RSS without leaking: +7 KB a request over a 5-minute
-    soak at 16 users, where trimming every 10 s kept it flat (bench/app_load.py).
+    glibc keeps freed heap memory for reuse, so a server whose worker threads draw and free
+    pictures and tensors all day grows in RSS without leaking (+8 KB a request in a 5-minute,
+    16-user soak; bench/app_load.py). Trimming gives that back: 20-50 MB once the load stops, and
+    less growth under load, though not none (growth there comes in steps of ~30 MB).
     """
     try:
         return bool(ctypes.CDLL(None).malloc_trim(0))
