@@ -199,7 +199,10 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
     def count() -> int:
         return sum(user.requests for user in users)
     start = count()
-    samples = [(0, server.memory_mb(), server.memory_mb("RssAnon"))]
+
+    def sample() -> tuple[int, float, float]:  # (requests so far, RSS, its anonymous part)
+        return count() - start, server.memory_mb(), server.memory_mb("RssAnon")
+    samples = [sample()]
 
     def busy(user: User):
         step = 0
@@ -216,11 +219,11 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
     while any(thread.is_alive() for thread in threads):
         time.sleep(max(1.0, seconds / 20))
         if any(thread.is_alive() for thread in threads):  # the growth is judged under load only
-            samples.append((count() - start, server.memory_mb(), server.memory_mb("RssAnon")))
+            samples.append(sample())
     for thread in threads:
         thread.join()
     time.sleep(15)  # idle: the server hands freed memory back every 10 s
-    idle = (server.memory_mb(), server.memory_mb("RssAnon"))
+    _, *idle = sample()
     print(f"\nsoak: {len(users)} users for {seconds:.0f} s, {count() - start} requests")
     # RSS also counts pages of the server's own libraries as it first touches them; the
     # anonymous part (heap, arrays) is what a leak would grow.
