@@ -217,7 +217,7 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):
-        time.sleep(max(1.0, seconds / 20))
+        time.sleep(max(1.0, seconds / 60))  # many samples: RSS under load wobbles by ~10 MB
         if any(thread.is_alive() for thread in threads):  # the growth is judged under load only
             samples.append(sample())
     for thread in threads:
@@ -228,14 +228,16 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
     # RSS also counts pages of the server's own libraries as it first touches them; the
     # anonymous part (heap, arrays) is what a leak would grow.
     print("  requests  server RSS (MB)  of which anonymous")
-    for requests, rss, anonymous in samples:
+    for requests, rss, anonymous in samples[::max(1, len(samples) // 12)] + samples[-1:]:
         print(f"  {requests:8d}  {rss:15.1f}  {anonymous:17.1f}")
     half = [sample for sample in samples if sample[0] >= samples[-1][0] / 2]  # after warm-up
     if len(half) >= 2:
         for column, name in ((1, "RSS"), (2, "anonymous")):
-            slope = np.polyfit([s[0] for s in half], [s[column] for s in half], 1)[0] * 1024
+            values = [s[column] for s in half]
+            slope = np.polyfit([s[0] for s in half], values, 1)[0] * 1024
             print(f"  {name} growth over the second half: {slope:+.2f} KB per request "
-                  f"({half[0][column]:.1f} -> {half[-1][column]:.1f} MB over {half[-1][0] - half[0][0]} requests)")
+                  f"({half[0][column]:.1f} -> {half[-1][column]:.1f} MB over {half[-1][0] - half[0][0]} requests; "
+                  f"{len(half)} samples between {min(values):.1f} and {max(values):.1f} MB)")
     print(f"  15 s after the load stopped: RSS {idle[0]:.1f} MB, of which anonymous {idle[1]:.1f} MB "
           f"(at the start: {samples[0][1]:.1f}, {samples[0][2]:.1f})")
 
