@@ -29,8 +29,9 @@ import gradio as gr  # noqa: E402  (after the offline settings above)
 from acol.checkpoint import CheckpointError  # noqa: E402
 from acol.data import ImageLoadError, load_rgb_image  # noqa: E402
 from acol.explain import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
-                          call_with_timeout, compare_picture, keep_trimming_freed_memory, page_pictures,
-                          placeholder, render_panels, sweep_strip, top_classes, write_figure_png)
+                          call_with_timeout, compare_picture, keep_trimming_freed_memory,
+                          map_large_blocks_separately, page_pictures, placeholder, render_panels,
+                          sweep_strip, top_classes, write_figure_png)
 
 REPO = Path(__file__).resolve().parent
 CHECKPOINTS = REPO / "checkpoints"
@@ -268,7 +269,9 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
 
 def launch(demo: gr.Blocks, **options):
     """``demo.launch`` with the page's look, no server-side rendering (it needs Node), an upload
-    limit and freed memory handed back every 10 s; ``options`` go to Gradio (server_name, ...)."""
+    limit and memory that stays flat under load (large blocks returned when freed, the rest
+    trimmed every 10 s); ``options`` go to Gradio (server_name, ...)."""
+    map_large_blocks_separately()
     keep_trimming_freed_memory()
     return demo.launch(theme=THEME, css=CSS, ssr_mode=False, max_file_size=MAX_UPLOAD, **options)
 

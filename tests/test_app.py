@@ -293,10 +293,45 @@ def test_memory_the_server_freed_goes_back_to_the_system():
     del last
 
 
-def test_a_launched_viewer_trims_freed_memory_in_the_background(viewer_url):
+def freed_large_blocks_kept(map_separately: bool) -> float:
+    """Bytes of 120 MB of freed upload-sized blocks that a fresh Python process still holds."""
+    script = f"""
+import sys
+import numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from acol.explain import map_large_blocks_separately
+if {map_separately}:
+    assert map_large_blocks_separately()
+def anonymous():
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("RssAnon:"))
+np.ones(8 << 20, np.uint8)  # one large block freed: by default glibc now keeps such blocks in its heap
+blocks = [np.ones(2 << 20, np.uint8) for _ in range(60)]
+last = blocks[-1]  # still in use: glibc cannot simply shrink its heap from the top
+allocated = anonymous()
+del blocks
+print(anonymous() - (allocated - 59 * (2 << 20)))
+"""
+    import subprocess
+    import sys
+    return float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+
+
+def test_large_blocks_go_back_to_the_system_the_moment_they_are_freed():
+    assert freed_large_blocks_kept(map_separately=False) > 100e6, "glibc keeps them by default (the premise)"
+    assert freed_large_blocks_kept(map_separately=True) < 5e6
+
+
+def test_a_launched_viewer_keeps_its_memory_flat_in_the_background(viewer_url):
     import threading
     trimmers = [thread for thread in threading.enumerate() if thread.name == "acol-trim-freed-memory"]
     assert len(trimmers) == 1 and trimmers[0].daemon and trimmers[0].is_alive()
+    # ... and glibc returns this process's large blocks when they are freed.
+    np.ones(8 << 20, np.uint8)
+    blocks = [np.ones(2 << 20, np.uint8) for _ in range(60)]
+    last, allocated = blocks[-1], memory_status("RssAnon")
+    del blocks
+    assert memory_status("RssAnon") < allocated - 100e6
+    del last
 
 
 def test_the_queue_is_bounded_and_only_slider_moves_run_two_at_a_time(tiny_checkpoints):
