@@ -497,22 +497,26 @@ def trim_freed_memory() -> bool:
     return _glibc_call("malloc_trim", 0)
 
 
-M_MMAP_THRESHOLD = -3        # glibc's <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's <malloc.h>
 LARGE_BLOCK = 1 << 20        # bytes
+TRIM_THRESHOLD = 128 << 10   # glibc's default, before it raised it while the model loaded
 
 
 def map_large_blocks_separately(threshold_bytes: int = LARGE_BLOCK) -> bool:
     """Have glibc serve every block of ``threshold_bytes`` or more (decoded uploads, backbone
-    activations) from its own memory map, returned to the system the moment it is freed.
+    activations) from its own memory map, returned to the system the moment it is freed, and
+    keep no more than 128 KB free at the top of each heap.
 
-    By default glibc raises this threshold each time such a block is freed (from 128 KB up to
-    32 MB), so the server's large, short-lived blocks end up in the heaps of its many worker
-    threads, which then grow in steps and never shrink: +8 KB a request over a 5-minute,
-    16-user soak (bench/app_load.py). Fixed at 1 MB, the same soak stayed flat (-0.4 KB a
-    request). At 128 KB it was flat too, but every picture-sized block paid for fresh pages
-    and the server answered a third fewer requests.
+    By default glibc raises the first threshold each time such a block is freed (from 128 KB up
+    to 32 MB) and the second with it (to twice that), so the large, short-lived blocks of the
+    server's many worker threads end up in their heaps, which grow in steps and never shrink:
+    +8 KB a request over a 5-minute, 16-user soak (bench/app_load.py). With both fixed, the
+    same soak stayed flat (+0.9 KB a request, within the ~20 MB the load makes RSS wobble) and
+    went back to its starting RSS when the load stopped. Fixing only the first left +6 KB a
+    request; a 4 MB top, +5.7. A 128 KB first threshold was flat too, but slower.
     """
-    return _glibc_call("mallopt", M_MMAP_THRESHOLD, threshold_bytes)
+    return (_glibc_call("mallopt", M_MMAP_THRESHOLD, threshold_bytes)
+            and _glibc_call("mallopt", M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 _trimmer: threading.Thread | None = None
