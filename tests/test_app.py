@@ -293,28 +293,30 @@ def test_memory_the_server_freed_goes_back_to_the_system():
     del last
 
 
+def kept_after_freeing(block_bytes: int, count: int, keep_last: bool) -> float:
+    """Bytes this process still holds after allocating ``count`` blocks and freeing them; with
+    ``keep_last`` the last stays in use above the others, so glibc cannot simply shrink its heap
+    from the top."""
+    blocks = [np.ones(block_bytes, np.uint8) for _ in range(count)]
+    last = blocks[-1] if keep_last else None  # noqa: F841  (held until the measurement)
+    allocated = memory_status("RssAnon")
+    del blocks
+    return memory_status("RssAnon") - (allocated - (count - keep_last) * block_bytes)
+
+
 def freed_blocks_kept(map_separately: bool) -> tuple[float, float]:
-    """Bytes a fresh Python process still holds after freeing (1) 118 MB of upload-sized 2 MB
-    blocks, one left in use above them, and (2) 36 MB of picture-sized 600 KB blocks, all."""
+    """What a fresh Python process still holds after freeing 118 MB of upload-sized 2 MB blocks
+    (one left in use above them) and 36 MB of picture-sized 600 KB blocks (all)."""
     script = f"""
 import sys
 import numpy as np
-sys.path.insert(0, {str(REPO)!r})
+sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
 from acol.explain import map_large_blocks_separately
-def anonymous():
-    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("RssAnon:"))
+from test_app import kept_after_freeing
 np.ones(30 << 20, np.uint8)  # one large block freed: glibc now keeps blocks to 30 MB, and 60 MB free on top
 if {map_separately}:
     assert map_large_blocks_separately()
-blocks = [np.ones(2 << 20, np.uint8) for _ in range(60)]
-last = blocks[-1]  # still in use: glibc cannot simply shrink its heap from the top
-allocated = anonymous()
-del blocks
-kept_large = anonymous() - (allocated - 59 * (2 << 20))
-pictures = [np.ones(600 << 10, np.uint8) for _ in range(60)]
-allocated = anonymous()
-del pictures
-print(kept_large, anonymous() - (allocated - 60 * (600 << 10)))
+print(kept_after_freeing(2 << 20, 60, keep_last=True), kept_after_freeing(600 << 10, 60, keep_last=False))
 """
     import subprocess
     import sys
@@ -335,11 +337,7 @@ def test_a_launched_viewer_keeps_its_memory_flat_in_the_background(viewer_url):
     assert len(trimmers) == 1 and trimmers[0].daemon and trimmers[0].is_alive()
     # ... and glibc returns this process's large blocks when they are freed.
     np.ones(8 << 20, np.uint8)
-    blocks = [np.ones(2 << 20, np.uint8) for _ in range(60)]
-    last, allocated = blocks[-1], memory_status("RssAnon")
-    del blocks
-    assert memory_status("RssAnon") < allocated - 100e6
-    del last
+    assert kept_after_freeing(2 << 20, 60, keep_last=True) < 20e6
 
 
 def test_the_queue_is_bounded_and_only_slider_moves_run_two_at_a_time(tiny_checkpoints):
