@@ -186,7 +186,7 @@ def ship_checkpoint(path, model, config: dict, results: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_checkpoint
-    from .data import build_dataset, collate_batch, eval_transform
+    from .data import build_dataset, eval_transform, make_loader
     parser = argparse.ArgumentParser(prog="python -m acol evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     model, config = load_checkpoint(args.checkpoint)
     size = args.input_size or config["input_size"]
     dataset = build_dataset(args.data, args.split, eval_transform(size, config["mean"], config["std"]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
-                                         collate_fn=collate_batch)
+    loader = make_loader(dataset, args.batch_size, args.workers)
     if args.erase_threshold is not None:
         model.erase_threshold = args.erase_threshold
     cam_thresholds = config.get("metrics", {}).get("cam_thresholds", {})

@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .backbones import create_backbone
 from .checkpoint import atomic_path, save_checkpoint, write_safetensors
-from .data import ImageLoadError, build_dataset, collate_batch, eval_transform, train_transform
+from .data import ImageLoadError, build_dataset, eval_transform, make_loader, train_transform
 from .evaluate import compute_metrics, map_names, run_inference
 from .metrics import CAM_THRESHOLDS
 from .model import ACoL
@@ -232,8 +232,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers,
-                            collate_fn=collate_batch)
+    val_loader = make_loader(val_set, config.batch_size, config.workers)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size / (dist.get_world_size() if distributed else 1))
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
@@ -245,10 +244,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         torch.manual_seed(config.seed * 1000 + epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
-                            sampler=sampler, num_workers=config.workers, collate_fn=collate_batch,
-                            drop_last=True, persistent_workers=False,
-                            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        loader = make_loader(train_set, config.batch_size, config.workers, shuffle=sampler is None,
+                             sampler=sampler, drop_last=True,
+                             generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         trained.train()
         seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",

@@ -1,12 +1,12 @@
 """Specification of acol.data: dataset readers, image loading, transforms, batching."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
 from acol.data import (
@@ -15,10 +15,10 @@ from acol.data import (
     ImageLoadError,
     WSOLEvalDataset,
     build_dataset,
-    collate_batch,
     denormalize,
     eval_transform,
     load_rgb_image,
+    make_loader,
     split_train_val,
     train_transform,
 )
@@ -347,13 +347,32 @@ def test_denormalize_inverts_eval_transform(tmp_path):
     np.testing.assert_allclose(restored, pixels, atol=1)
 
 
-def test_collate_batch_stacks_images_and_keeps_variable_boxes(tmp_path):
+def test_loader_batches_stack_images_and_keep_variable_boxes(tmp_path):
     csv_path = make_csv(tmp_path, ["a.png,cat,1,1,5,5", "a.png,cat,2,2,9,9", "b.png,dog,,,,", "c.png,dog,0,0,3,3"])
     dataset = CSVBoxDataset(tmp_path, csv_path, eval_transform(32, MEAN, STD))
-    images, labels, targets = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collate_batch)))
+    images, labels, targets = next(iter(make_loader(dataset, batch_size=3, workers=0)))
     assert type(images) is torch.Tensor and images.shape == (3, 3, 32, 32)
     assert labels.dtype == torch.long and labels.tolist() == [0, 1, 1]
     assert [len(t["boxes"]) for t in targets] == [2, 0, 1]
+    assert [len(batch[2]) for batch in make_loader(dataset, batch_size=2, workers=0)] == [2, 1]
+
+
+class ParentRecordingDataset(CSVBoxDataset):
+    """Each target also says which process started the worker that loaded it."""
+
+    def __getitem__(self, index):
+        image, target = super().__getitem__(index)
+        return image, {**target, "worker_parent": os.getppid()}
+
+
+def test_loader_workers_are_not_forked_from_the_training_process(tmp_path):
+    # A fork makes the trainer copy every page it writes afterwards: each epoch's first step
+    # took 3-4x as long as the others.
+    csv_path = make_csv(tmp_path, ["a.png,cat,1,1,5,5", "b.png,dog,0,0,3,3"])
+    dataset = ParentRecordingDataset(tmp_path, csv_path, eval_transform(32, MEAN, STD))
+    images, labels, targets = next(iter(make_loader(dataset, batch_size=2, workers=1)))
+    assert images.shape == (2, 3, 32, 32) and labels.tolist() == [0, 1]
+    assert all(target["worker_parent"] != os.getpid() for target in targets)
 
 
 # ----------------------------------------------------------------------------------------------
