@@ -68,11 +68,14 @@ def image_files(draw) -> tuple[bytes, str]:
     return data, SUFFIXES[image_format]
 
 
-def write_case(folder: Path, case: tuple[bytes, str]) -> Path:
+@contextlib.contextmanager
+def written(case: tuple[bytes, str]):
+    """The case as a file in a fresh folder (removed afterwards); yields the file's path."""
     data, suffix = case
-    path = folder / f"fuzzed{suffix}"
-    path.write_bytes(data)
-    return path
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"fuzzed{suffix}"
+        path.write_bytes(data)
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +87,7 @@ def explainer(tiny_checkpoints):
 @settings(FUZZ, max_examples=200)
 @given(case=image_files())
 def test_loading_and_explaining_any_file_gives_a_result_or_an_image_load_error(explainer, case):
-    with tempfile.TemporaryDirectory() as folder:
-        path = write_case(Path(folder), case)
+    with written(case) as path:
         try:
             image = load_rgb_image(path)
         except ImageLoadError as error:
@@ -102,9 +104,8 @@ def test_loading_and_explaining_any_file_gives_a_result_or_an_image_load_error(e
 @settings(FUZZ, max_examples=40)
 @given(case=image_files())
 def test_the_explain_cli_writes_a_figure_or_prints_one_error_line(tiny_checkpoints, case):
-    with tempfile.TemporaryDirectory() as folder:
-        path = write_case(Path(folder), case)
-        figure = Path(folder) / "figure.png"
+    with written(case) as path:
+        figure = path.with_name("figure.png")
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = explain_cli([str(path), "-o", str(figure),
@@ -126,8 +127,7 @@ def client(viewer_url):
 @settings(FUZZ, max_examples=30)
 @given(case=image_files())
 def test_the_page_shows_the_maps_or_says_what_is_wrong_with_the_file(client, case):
-    with tempfile.TemporaryDirectory() as folder:
-        path = write_case(Path(folder), case)
+    with written(case) as path:
         *panels, classes, _, _, status, _ = client.predict(handle_file(str(path)), "tiny_acol", 0.6, 0.2,
                                                         api_name="/explain")
     if status.startswith("**Cannot explain this:**"):
