@@ -1,12 +1,13 @@
 """Training cost: ACoL's step time against the CAM baseline's, and whether the data keeps up.
 
-    python bench/train_speed.py [--steps 8] [--config configs/cub50_acol.yaml] [any train flag]
+    python bench/train_speed.py [--steps 12] [--config configs/cub50_acol.yaml] [any train flag]
 
 The recipe (backbone, input size, head width, batch, loader workers, optimizer) is the training
 run's: ``--config`` and the flags of ``python -m acol train`` (default: the shipped CUB-50 config).
 
 1. Step time (forward + backward + SGD step) of ACoL (2 branches) and CAM (1 branch) on the same
-   backbone and batch, measured interleaved so that machine noise hits both; medians and ratio.
+   backbone and batch, measured interleaved (in turn first) so that machine noise hits both;
+   medians and their ratio.
 2. Epoch time: one training epoch fed by a fresh loader, made as ``acol.train`` makes it each
    epoch (worker start-up and the first batch's wait included), against the same number of
    steps on one batch already in memory (pure compute). The pipeline keeps the model fed when
@@ -43,7 +44,7 @@ def make(config, num_classes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=8, help="steps timed per model for the step-time ratio")
+    parser.add_argument("--steps", type=int, default=12, help="steps timed per model for the step-time ratio")
     args, train_flags = parser.parse_known_args()
     if "--config" not in train_flags:
         train_flags = ["--config", str(REPO / "configs" / "cub50_acol.yaml"), *train_flags]
@@ -59,8 +60,9 @@ def main():
     for model, optimizer in ((acol, acol_opt), (cam, cam_opt)):
         step(model, optimizer, images, labels)  # warm-up
     times = {"ACoL": [], "CAM": []}
-    for _ in range(args.steps):
-        for name, model, optimizer in (("ACoL", acol, acol_opt), ("CAM", cam, cam_opt)):
+    pair = [("ACoL", acol, acol_opt), ("CAM", cam, cam_opt)]
+    for round_index in range(args.steps):
+        for name, model, optimizer in pair[::-1] if round_index % 2 else pair:  # neither always goes first
             started = time.perf_counter()
             step(model, optimizer, images, labels)
             times[name].append(time.perf_counter() - started)
