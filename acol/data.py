@@ -479,8 +479,9 @@ def make_loader(dataset, batch_size: int, workers: int, **options) -> DataLoader
     Workers are forked from a small server process, not from the training process: a fork makes
     every page the trainer writes afterwards a copy-on-write fault, and the first step after each
     fork took 8-11 s instead of 2.7 s (192 px ACoL, 2 cores), about 5% of every epoch. Where there
-    is no forkserver (Windows) the platform's default is used. ``options`` go to DataLoader
-    (shuffle, sampler, drop_last, generator, ...).
+    is no forkserver (Windows) the platform's default is used. As with spawn, the dataset must
+    pickle and a script that uses workers needs its top level under ``if __name__ == "__main__":``.
+    ``options`` go to DataLoader (shuffle, sampler, drop_last, generator, ...).
     """
     context = None
     if workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
