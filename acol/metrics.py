@@ -56,6 +56,17 @@ def box_coverage(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: 
     return float((region & inside).sum() / inside.sum())
 
 
+def box_accuracy(ious: np.ndarray, iou_level: int) -> np.ndarray:
+    """From [images, thresholds] IoUs: the percentage of images localized at each threshold."""
+    return 100 * (ious >= iou_level / 100).mean(0)
+
+
+def max_box_acc_v2(best_iou: np.ndarray) -> float:
+    """MaxBoxAccV2 from [images, thresholds] best-component IoUs: the mean over IOU_LEVELS of
+    the best threshold's accuracy."""
+    return float(np.mean([box_accuracy(best_iou, level).max() for level in IOU_LEVELS]))
+
+
 class LocalizationAccumulator:
     """Collects per-image IoU curves of one kind of map, then reads every metric off them."""
 
@@ -75,15 +86,13 @@ class LocalizationAccumulator:
 
     def box_accuracy_curve(self, iou_level: int, all_components: bool) -> np.ndarray:
         """Fraction of images localized at each threshold, in percent."""
-        ious = np.stack(self.best_iou if all_components else self.largest_iou)
-        return 100 * (ious >= iou_level / 100).mean(0)
+        return box_accuracy(np.stack(self.best_iou if all_components else self.largest_iou), iou_level)
 
     def max_box_acc(self) -> float:
         return float(self.box_accuracy_curve(50, all_components=False).max())
 
     def max_box_acc_v2(self) -> float:
-        return float(np.mean([self.box_accuracy_curve(level, all_components=True).max()
-                              for level in IOU_LEVELS]))
+        return max_box_acc_v2(np.stack(self.best_iou))
 
     def best_threshold(self) -> float:
         """The CAM threshold that maximizes GT-known localization (choose it on validation)."""

@@ -20,7 +20,7 @@ from acol.checkpoint import load_checkpoint  # noqa: E402
 from acol.data import build_dataset, eval_transform, make_loader  # noqa: E402
 from acol.evaluate import map_names, run_inference  # noqa: E402
 from acol.maps import upsample_maps  # noqa: E402
-from acol.metrics import IOU_LEVELS, LocalizationAccumulator  # noqa: E402
+from acol.metrics import LocalizationAccumulator, max_box_acc_v2  # noqa: E402
 
 
 def best_iou_curves(checkpoint, data, split) -> tuple[str, np.ndarray]:
@@ -35,10 +35,6 @@ def best_iou_curves(checkpoint, data, split) -> tuple[str, np.ndarray]:
         maps = upsample_maps(inference["maps"][i], inference["image_size"]).numpy()
         accumulator.add(maps[names.index(name)], boxes, top1_correct=True, top5_correct=True)
     return name, np.stack(accumulator.best_iou)
-
-
-def max_box_acc_v2(best_iou: np.ndarray) -> float:
-    return float(np.mean([100 * (best_iou >= level / 100).mean(0).max() for level in IOU_LEVELS]))
 
 
 def main():
