@@ -1,6 +1,8 @@
 """Evaluate a checkpoint: classification, localization and ACoL's complementarity, per map.
 
     python -m acol evaluate checkpoints/cub50_acol_efficientnet_lite0.safetensors ../shared/data/cub50
+    python -m acol evaluate CAM_CHECKPOINT DATA --out runs/eval_cam
+    python -m acol evaluate ACOL_CHECKPOINT DATA --compare runs/eval_cam   # margin over CAM, with its 95% interval
 
 Inference (one pass of the model) and metrics (on the saved maps) are kept apart, as in
 clovaai/wsolevaluation. Maps are scored for the *true* class (GT-known), which also gives top-1
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from .maps import upsample_maps
 from .metrics import (CAM_THRESHOLDS, IOU_LEVELS, LocalizationAccumulator, box_coverage,
-                      region_overlap)
+                      paired_bootstrap, region_overlap)
 
 
 def map_names(num_branches: int) -> list[str]:
@@ -34,7 +36,7 @@ def map_names(num_branches: int) -> list[str]:
 def run_inference(model, loader, device="cpu", progress: bool = True) -> dict:
     """Per image: the true-class maps (feature resolution), logits per map, label and boxes."""
     model.eval()
-    maps, logits, labels, boxes, image_size = [], [], [], [], None
+    maps, logits, labels, boxes, image_ids, image_size = [], [], [], [], [], None
     for images, batch_labels, targets in tqdm(loader, desc="inference", disable=not progress):
         output = model(images.to(device), target_class=batch_labels.to(device))
         per_map = output.localization_maps + ([output.fused_map] if len(output.logits) > 1 else [])
@@ -43,37 +45,50 @@ def run_inference(model, loader, device="cpu", progress: bool = True) -> dict:
         logits.append(torch.stack(per_logits, 1).cpu())
         labels.append(batch_labels)
         boxes += [target["boxes"].numpy() for target in targets]
+        image_ids += [target["image_id"] for target in targets]
         image_size = tuple(images.shape[-2:])
     return {"maps": torch.cat(maps), "logits": torch.cat(logits), "labels": torch.cat(labels),
-            "boxes": boxes, "image_size": image_size, "num_branches": len(model.heads)}
+            "boxes": boxes, "image_ids": image_ids, "image_size": image_size, "num_branches": len(model.heads)}
 
 
-def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = None,
-                    thresholds: np.ndarray = CAM_THRESHOLDS, progress: bool = True) -> dict:
-    """Every number, per map. ``cam_thresholds`` (per map name) set the threshold of GT-known
-    and top-1/5 localization; a map without one gets its best on this data (choose on the
-    validation split, then pass the chosen values for a test split)."""
+def _image_maps(inference: dict, i: int) -> np.ndarray:
+    """Image i's maps at input resolution (one image at a time: all at once may not fit in memory)."""
+    return upsample_maps(inference["maps"][i], inference["image_size"]).numpy()
+
+
+def score_maps(inference: dict, thresholds: np.ndarray = CAM_THRESHOLDS,
+               progress: bool = True) -> dict[str, LocalizationAccumulator]:
+    """Per map (A, B, fused), every image's box IoU at every CAM threshold: all that the
+    localization metrics are read from."""
     names = map_names(inference["num_branches"])
-    num_images, boxes = len(inference["maps"]), inference["boxes"]
-
-    def image_maps(i: int) -> np.ndarray:  # one image at a time: all maps at once may not fit in memory
-        return upsample_maps(inference["maps"][i], inference["image_size"]).numpy()
-
     labels = inference["labels"]
     top5 = inference["logits"].topk(min(5, inference["logits"].shape[-1]), -1).indices
     top1_correct = (top5[..., 0] == labels[:, None]).numpy()
     top5_correct = (top5 == labels[:, None, None]).any(-1).numpy()
-    accumulators = [LocalizationAccumulator(thresholds) for _ in names]
-    for i in tqdm(range(num_images), desc="metrics", disable=not progress):
-        for m, (accumulator, scores) in enumerate(zip(accumulators, image_maps(i))):
-            accumulator.add(scores, boxes[i], top1_correct[i, m], top5_correct[i, m])
+    accumulators = {name: LocalizationAccumulator(thresholds) for name in names}
+    for i in tqdm(range(len(inference["maps"])), desc="metrics", disable=not progress):
+        for m, (accumulator, scores) in enumerate(zip(accumulators.values(), _image_maps(inference, i))):
+            accumulator.add(scores, inference["boxes"][i], top1_correct[i, m], top5_correct[i, m])
+    return accumulators
+
+
+def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = None,
+                    thresholds: np.ndarray = CAM_THRESHOLDS, progress: bool = True,
+                    scored: dict[str, LocalizationAccumulator] | None = None) -> dict:
+    """Every number, per map. ``cam_thresholds`` (per map name) set the threshold of GT-known
+    and top-1/5 localization; a map without one gets its best on this data (choose on the
+    validation split, then pass the chosen values for a test split). ``scored``: the maps'
+    ``score_maps``, when the caller has them already."""
+    scored = score_maps(inference, thresholds, progress) if scored is None else scored
+    names, accumulators = list(scored), list(scored.values())
+    num_images, boxes = len(inference["maps"]), inference["boxes"]
 
     # The complementarity figures need each map's CAM threshold, known only now: a second pass.
     cam_thresholds = cam_thresholds or {}
     chosen = [cam_thresholds.get(name, accumulator.best_threshold()) for name, accumulator in zip(names, accumulators)]
     coverage, peak_in_box, overlap_a_b = np.zeros((num_images, len(names))), np.zeros((num_images, len(names))), []
     for i in range(num_images):
-        scores = image_maps(i)
+        scores = _image_maps(inference, i)
         for m in range(len(names)):
             coverage[i, m] = box_coverage(scores[m], boxes[i], chosen[m])
             peak_in_box[i, m] = _peak_in_box(scores[m], boxes[i])
@@ -83,8 +98,8 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
     results = {"num_images": num_images, "maps": {}}
     for m, (name, accumulator, threshold) in enumerate(zip(names, accumulators, chosen)):
         results["maps"][name] = {
-            "top1_cls": 100 * float(top1_correct[:, m].mean()),
-            "top5_cls": 100 * float(top5_correct[:, m].mean()),
+            "top1_cls": 100 * float(np.mean(accumulator.top1_correct)),
+            "top5_cls": 100 * float(np.mean(accumulator.top5_correct)),
             "cam_threshold": threshold,
             "cam_threshold_chosen_here": name not in cam_thresholds,
             **accumulator.localization_at(threshold),
@@ -105,6 +120,43 @@ def _peak_in_box(localization_map: np.ndarray, gt_boxes: np.ndarray) -> bool:
     return any(x0 <= col < x1 and y0 <= row < y1 for x0, y0, x1, y1 in gt_boxes)
 
 
+def save_best_iou(path, image_ids: list[str], scored: dict[str, LocalizationAccumulator]) -> Path:
+    """Every image's best-component IoU curve, per map: what MaxBoxAccV2 is read from, kept so
+    that another evaluation of the same images can be compared with this one (``--compare``)."""
+    np.savez_compressed(path, image_ids=np.array(image_ids), map_names=np.array(list(scored)),
+                        **{f"best_iou_{name}": np.stack(accumulator.best_iou) for name, accumulator in scored.items()})
+    return Path(path)
+
+
+class ComparisonError(ValueError):
+    """``--compare`` names an evaluation that cannot be paired with this one."""
+
+
+def best_iou_file(evaluation_dir) -> Path:
+    path = Path(evaluation_dir) / "best_iou.npz"
+    if not path.is_file():
+        raise ComparisonError(f"{path} not found: --compare takes the --out folder of an earlier evaluate run")
+    return path
+
+
+def compare_evaluations(other_dir, image_ids: list[str], scored: dict[str, LocalizationAccumulator],
+                        draws: int = 2000) -> dict:
+    """This evaluation's final map (fused for ACoL, the one map of CAM) against the final map of
+    another evaluation of the same images: the MaxBoxAccV2 margin and its paired-bootstrap spread."""
+    with np.load(best_iou_file(other_dir), allow_pickle=False) as other:
+        if other["image_ids"].tolist() != list(image_ids):
+            raise ComparisonError(f"{other_dir} evaluated other images (or the same in another order) "
+                                  f"than this run: {len(other['image_ids'])} against {len(image_ids)}")
+        other_map = str(other["map_names"][-1])
+        other_best_iou = other[f"best_iou_{other_map}"]
+    this_map, accumulator = list(scored.items())[-1]
+    if other_best_iou.shape[1] != len(accumulator.thresholds):
+        raise ComparisonError(f"{other_dir} scored {other_best_iou.shape[1]} CAM thresholds, this run "
+                              f"{len(accumulator.thresholds)}")
+    return {"against": str(other_dir), "map": this_map, "other_map": other_map,
+            **paired_bootstrap(np.stack(accumulator.best_iou), other_best_iou, draws)}
+
+
 TABLE_COLUMNS = [("top1_cls", "top-1 cls"), ("gt_known_loc", "GT-known loc"), ("top1_loc", "top-1 loc"),
                  ("top5_loc", "top-5 loc"), ("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"),
                  ("box_coverage", "box covered"), ("peak_in_box", "peak in box"), ("cam_threshold", "CAM thr")]
@@ -120,6 +172,13 @@ def results_table(results: dict) -> str:
     if "region_iou_A_B" in results:
         lines.append(f"\nIoU of A's and B's regions: {results['region_iou_A_B']:.1f}% "
                      "(low = B found other parts than A)")
+    if "comparison" in results:
+        comparison = results["comparison"]
+        low, high = comparison["interval_95"]
+        lines.append(f"\nMaxBoxAccV2 margin over {comparison['against']} ({comparison['map']} map against its "
+                     f"{comparison['other_map']}): {comparison['margin']:+.1f}, 95% interval [{low:+.1f}, {high:+.1f}] "
+                     f"from {comparison['draws']} paired resamplings of the images; <= 0 in "
+                     f"{comparison['share_at_most_0']:.1f}% of them")
     return "\n".join(lines)
 
 
@@ -206,7 +265,17 @@ def main(argv: list[str] | None = None) -> int:
                              "erase threshold, the CAM thresholds and these (validation) numbers; "
                              "refused if PATH holds a model that scored better on the same split")
     parser.add_argument("--force", action="store_true", help="--ship even over a better checkpoint")
+    parser.add_argument("--compare", metavar="EVAL_DIR", default=None,
+                        help="the --out folder of another model's evaluation on the same images (the "
+                             "CAM baseline's, say): report the MaxBoxAccV2 margin of this model's final "
+                             "map over that one's, with a 95%% interval from a paired bootstrap")
     args = parser.parse_args(argv)
+    try:
+        if args.compare:
+            best_iou_file(args.compare)  # now, not after minutes of inference
+    except ComparisonError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
     model, config = load_checkpoint(args.checkpoint)
     size = args.input_size or config["input_size"]
@@ -217,17 +286,29 @@ def main(argv: list[str] | None = None) -> int:
     cam_thresholds = config.get("metrics", {}).get("cam_thresholds", {})
     if args.cam_threshold is not None:
         cam_thresholds = {name: args.cam_threshold for name in map_names(len(model.heads))}
-    results = compute_metrics(run_inference(model, loader), cam_thresholds)
+    inference = run_inference(model, loader)
+    scored = score_maps(inference)
+    results = compute_metrics(inference, cam_thresholds, scored=scored)
     results.update(checkpoint=str(args.checkpoint), data=str(args.data), split=args.split,
                    input_size=size, erase_threshold=model.erase_threshold)
+    comparison_error = None
+    if args.compare:
+        try:
+            results["comparison"] = compare_evaluations(args.compare, inference["image_ids"], scored)
+        except ComparisonError as error:
+            comparison_error = error  # said after this evaluation is written: nothing is lost
 
     out = Path(args.out or Path("runs") / f"eval-{Path(args.checkpoint).stem}")
     out.mkdir(parents=True, exist_ok=True)
+    save_best_iou(out / "best_iou.npz", inference["image_ids"], scored)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
     plot_box_accuracy(results, out / "box_accuracy.png")
     print(table)
+    if comparison_error:
+        print(f"error: {comparison_error}", file=sys.stderr)
+        return 1
     if args.ship:
         try:
             if not args.force:
@@ -237,5 +318,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         ship_checkpoint(args.ship, model, config, results)
         print(f"shipped {args.ship}")
-    print(f"\nwrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'box_accuracy.png'}")
+    print(f"\nwrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'box_accuracy.png'}, "
+          f"{out / 'best_iou.npz'}")
     return 0

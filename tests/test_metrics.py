@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from acol.evaluate import compute_metrics, results_table
-from acol.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage,
-                          iou_per_threshold, region_overlap)
+from acol.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage, iou_per_threshold,
+                          max_box_acc_v2, paired_bootstrap, region_overlap, resampled_max_box_acc_v2)
 
 
 def painted_map(side: int, box, *patches):
@@ -72,6 +72,46 @@ def test_region_overlap_and_box_coverage_by_hand():
     b = np.zeros((4, 4)); b[:, 1:3] = 1    # middle half: overlaps a in one column
     assert region_overlap(a, b, 0.5) == pytest.approx(4 / 12)
     assert box_coverage(a, np.array([[0, 0, 4, 4]]), 0.5) == pytest.approx(0.5)
+
+
+def localized(num_images: int, hits) -> np.ndarray:
+    """[images, thresholds] best IoUs: 1 for the images in ``hits`` at every threshold, else 0."""
+    best_iou = np.zeros((num_images, len(CAM_THRESHOLDS)), dtype=np.float32)
+    best_iou[list(hits)] = 1
+    return best_iou
+
+
+def test_resampling_weights_the_images_as_if_they_were_repeated():
+    best_iou = np.random.default_rng(0).random((30, len(CAM_THRESHOLDS)))
+    counts = np.random.default_rng(1).multinomial(30, np.full(30, 1 / 30), size=4)
+    expected = [max_box_acc_v2(np.repeat(best_iou, draw, axis=0)) for draw in counts]
+    assert resampled_max_box_acc_v2(best_iou, counts) == pytest.approx(expected)
+
+
+def test_bootstrap_of_a_map_against_itself_is_exactly_zero():
+    best_iou = np.random.default_rng(0).random((40, len(CAM_THRESHOLDS)))
+    result = paired_bootstrap(best_iou, best_iou, draws=200)
+    assert result["margin"] == 0 and result["interval_95"] == [0, 0] and result["share_at_most_0"] == 100
+
+
+def test_bootstrap_of_every_image_localized_against_none():
+    result = paired_bootstrap(localized(20, range(20)), localized(20, []), draws=200)
+    assert result["margin"] == 100 and result["interval_95"] == [100, 100] and result["share_at_most_0"] == 0
+
+
+def test_bootstrap_pairs_the_images():
+    # The first map localizes images 0-9, the second 0-8: in every resampling the first is ahead
+    # by image 9's share, and level when image 9 is not drawn ((19/20)^20 = 36% of draws).
+    # Drawn independently for each map, the margin would often be negative.
+    result = paired_bootstrap(localized(20, range(10)), localized(20, range(9)), draws=2000)
+    assert result["margin"] == pytest.approx(5)
+    assert result["interval_95"][0] == 0 and result["interval_95"][1] >= 10
+    assert result["share_at_most_0"] == pytest.approx(100 * (19 / 20) ** 20, abs=4)
+
+
+def test_bootstrap_refuses_maps_of_different_images():
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap(localized(20, []), localized(21, []))
 
 
 def test_compute_metrics_reports_every_map_and_the_table():

@@ -236,6 +236,29 @@ def test_evaluate_will_not_ship_over_a_checkpoint_that_scored_better(tmp_path, c
     assert shipped.read_bytes() != better
 
 
+def test_evaluate_compares_with_an_earlier_evaluation_of_the_same_images(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_main(TINY_RUN + ["--epochs", "1", "--out", str(run)])
+    model = str(run / "model.safetensors")
+    images = write_examples(tmp_path / "data", 6, seed=5, num_classes=4, image_size=48)
+    other_images = write_examples(tmp_path / "other", 7, seed=6, num_classes=4, image_size=48)
+    evaluate = [model, str(images), "--workers", "0"]
+    assert evaluate_main(evaluate + ["--out", str(tmp_path / "first")]) == 0
+    assert evaluate_main(evaluate + ["--out", str(tmp_path / "again"), "--compare", str(tmp_path / "first")]) == 0
+    comparison = json.loads((tmp_path / "again" / "metrics.json").read_text())["comparison"]
+    assert comparison["map"] == comparison["other_map"] == "fused"
+    assert comparison["margin"] == 0 and comparison["interval_95"] == [0, 0]  # the same model, image by image
+    assert "MaxBoxAccV2 margin over" in (tmp_path / "again" / "results.md").read_text()
+
+    capsys.readouterr()
+    elsewhere = [model, str(other_images), "--workers", "0", "--out", str(tmp_path / "elsewhere")]
+    assert evaluate_main(elsewhere + ["--compare", str(tmp_path / "first")]) == 1
+    assert "evaluated other images" in capsys.readouterr().err
+    assert (tmp_path / "elsewhere" / "metrics.json").is_file()  # the evaluation itself is kept
+    assert evaluate_main(elsewhere + ["--compare", str(tmp_path / "nowhere")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_distributed_training_with_two_gloo_processes(tmp_path):
     run = tmp_path / "ddp"
