@@ -105,6 +105,11 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
     first = shelf[shelf.names()[0]]
     exports = tempfile.TemporaryDirectory(prefix="acol-exports-")  # removed when the server exits
 
+    def baseline_choices(model_name) -> dict:
+        """The "CAM baseline" dropdown's choices for a model, the first one chosen."""
+        baselines = shelf.baselines_for(model_name)
+        return {"choices": baselines, "value": next(iter(baselines), None)}
+
     def views(explanation, box_threshold):
         panels = render_panels(explanation, box_threshold)
         return *page_pictures(panels), panels.caption
@@ -132,12 +137,10 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
             return *empty, f"**Cannot explain this:** {message}", None
         classes = [(f"{name} ({probability:.0%})", index) for index, name, probability in top_classes(explanation)]
         *pictures, status = views(explanation, box_threshold)
-        baselines = shelf.baselines_for(model_name)
-        first_baseline = next(iter(baselines), None)
-        cache, compared = comparison(ViewerCache(explanation), compare_open, first_baseline, box_threshold)
+        baselines = baseline_choices(model_name)
+        cache, compared = comparison(ViewerCache(explanation), compare_open, baselines["value"], box_threshold)
         return (cache, *pictures,
-                gr.update(choices=classes, value=explanation.target_class),
-                gr.update(choices=baselines, value=first_baseline),
+                gr.update(choices=classes, value=explanation.target_class), gr.update(**baselines),
                 gr.update(interactive=explainer.is_acol), status, compared)
 
     def set_erase_threshold(cache, erase_threshold, box_threshold, compare_open, baseline_name):
@@ -237,8 +240,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
                 gr.Markdown("Erased features (top) and branch B's map (bottom) at each δ.")
                 sweep = picture()
             with gr.Tab("Compare with CAM") as compare_tab:
-                first_baselines = shelf.baselines_for(first.name)
-                baseline = gr.Dropdown(first_baselines, value=next(iter(first_baselines), None), label="CAM baseline")
+                baseline = gr.Dropdown(**baseline_choices(first.name), label="CAM baseline")
                 compared = picture(elem_id="comparison")
         gr.Markdown(HOW_TO_READ)
 
