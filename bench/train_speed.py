@@ -35,10 +35,9 @@ def step(model, optimizer, images, labels):
     optimizer.step()
 
 
-def make(config, num_classes):
-    """The run's model (from its pretrained backbone) and optimizer (heads at 10x the lr)."""
-    model = ACoL(create_backbone(config.backbone, weights=config.weights), num_classes,
-                 config.erase_threshold, config.num_branches, config.head_width).train()
+def make(config, backbone, num_classes):
+    """The run's model on ``backbone`` and its optimizer (heads at 10x the lr)."""
+    model = ACoL(backbone, num_classes, config.erase_threshold, config.num_branches, config.head_width).train()
     return model, make_optimizer(model, config)
 
 
@@ -50,13 +49,13 @@ def main():
         train_flags = ["--config", str(REPO / "configs" / "cub50_acol.yaml"), *train_flags]
     config, _ = parse_config(train_flags)
 
-    backbone = create_backbone(config.backbone)  # no weights: only its normalization is needed
-    dataset, _ = build_datasets(config, backbone.mean, backbone.std)
+    acol_backbone, cam_backbone = (create_backbone(config.backbone, weights=config.weights) for _ in range(2))
+    dataset, _ = build_datasets(config, acol_backbone.mean, acol_backbone.std)
     # Taken through the run's own loader, which also starts the process its workers are forked
     # from: a training run pays that once (about 3 s), not every epoch.
     images, labels, _ = next(iter(make_loader(dataset, config.batch_size, config.workers, shuffle=True)))
-    acol, acol_opt = make(replace(config, num_branches=2), dataset.num_classes)
-    cam, cam_opt = make(replace(config, num_branches=1), dataset.num_classes)
+    acol, acol_opt = make(replace(config, num_branches=2), acol_backbone, dataset.num_classes)
+    cam, cam_opt = make(replace(config, num_branches=1), cam_backbone, dataset.num_classes)
     for model, optimizer in ((acol, acol_opt), (cam, cam_opt)):
         step(model, optimizer, images, labels)  # warm-up
     times = {"ACoL": [], "CAM": []}
