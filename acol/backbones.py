@@ -148,7 +148,8 @@ def efficientnet_lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def _efficientnet_lite0(weights, out_channels: int, **features) -> Backbone:
-    """timm's ``tf_efficientnet_lite0`` as a feature extractor (``features`` go to timm)."""
+    """timm's ``tf_efficientnet_lite0`` as a feature extractor (``features`` go to timm); the maps
+    of several ``out_indices`` are stacked along the channels."""
     import timm
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, **features)
     if weights is not None:
@@ -160,7 +161,7 @@ def _efficientnet_lite0(weights, out_channels: int, **features) -> Backbone:
         if missing:
             raise ValueError(f"efficientnet_lite0 weights lack {len(missing)} keys, e.g. {missing[:3]}")
         net.load_state_dict({k: state[k] for k in kept})
-    return Backbone(_FirstOutput(net), out_channels=out_channels, stride=16, mean=TF_LITE_MEAN, std=TF_LITE_STD)
+    return Backbone(_ChannelStack(net), out_channels=out_channels, stride=16, mean=TF_LITE_MEAN, std=TF_LITE_STD)
 
 
 @register_backbone("efficientnet_lite0")
@@ -171,6 +172,14 @@ def efficientnet_lite0(weights=None) -> Backbone:
     return _efficientnet_lite0(weights, 320, out_indices=(4,), output_stride=16)
 
 
+@register_backbone("efficientnet_lite0_stacked")
+def efficientnet_lite0_stacked(weights=None) -> Backbone:
+    """``efficientnet_lite0``'s 320 channels stacked with the 112 of its stride-16 stage (432 at
+    stride 16): the shallower channels mark more of the object, the deeper ones tell the classes
+    apart (checkpoints/README.md)."""
+    return _efficientnet_lite0(weights, 432, out_indices=(3, 4), output_stride=16)
+
+
 @register_backbone("efficientnet_lite0_cut")
 def efficientnet_lite0_cut(weights=None) -> Backbone:
     """EfficientNet-Lite0 cut after its stride-16 stage: 112 shallower channels, 14x14 at
@@ -178,15 +187,16 @@ def efficientnet_lite0_cut(weights=None) -> Backbone:
     return _efficientnet_lite0(weights, 112, out_indices=(3,))
 
 
-class _FirstOutput(nn.Module):
-    """timm's feature extractors return a list of maps; ACoL uses exactly one."""
+class _ChannelStack(nn.Module):
+    """timm's feature extractors return a list of maps; ACoL uses one, their channels stacked."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, images):
-        return self.net(images)[0]
+        maps = self.net(images)
+        return maps[0] if len(maps) == 1 else torch.cat(maps, 1)
 
 
 @register_backbone("tiny")

@@ -33,7 +33,8 @@ def model_config(model: ACoL, backbone: str) -> dict:
     """The arguments that rebuild ``model``'s architecture."""
     return {"backbone": backbone, "num_classes": model.num_classes,
             "erase_threshold": model.erase_threshold, "num_branches": len(model.heads),
-            "head_width": model.heads[0][0].out_channels}
+            "head_width": model.head_width, "head": model.head,
+            "nonnegative_class_weights": model.nonnegative_class_weights}
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -133,7 +134,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         spec = config["model"]
         arguments = dict(num_classes=spec["num_classes"], erase_threshold=spec["erase_threshold"],
-                         num_branches=spec["num_branches"], head_width=spec["head_width"])
+                         num_branches=spec["num_branches"], head_width=spec["head_width"],
+                         # files written before these options existed have the paper's heads
+                         head=spec.get("head", "paper"),
+                         nonnegative_class_weights=bool(spec.get("nonnegative_class_weights", False)))
         if len(config["class_names"]) != spec["num_classes"]:
             raise ValueError(f"{len(config['class_names'])} class names for {spec['num_classes']} classes")
         # Built on the meta device first: a config that declares a gigantic model costs nothing

@@ -26,14 +26,28 @@ from .maps import fuse_maps, normalize_maps
 
 
 class ClassifierHead(nn.Sequential):
-    """The paper's classifier: conv3x3 -> ReLU -> conv3x3 -> ReLU -> conv1x1 to one map per class."""
+    """A branch's classifier. It ends in a 1x1 convolution with one output map per class
+    (``class_layer``), so global average pooling of a class's map is the class logit.
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 1024):
-        super().__init__(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, num_classes, 1),
-        )
+    ``kind="paper"``: conv3x3 -> ReLU -> conv3x3 -> ReLU -> conv1x1, as in the paper.
+    ``kind="linear"``: ReLU -> conv1x1, the original CAM (Zhou et al., 2016): a class's map is a
+    weighted sum of the backbone's channels, at their own sharpness (no 3x3 layer spreads it).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 1024, kind: str = "paper"):
+        if kind == "paper":
+            layers = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),
+                      nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+                      nn.Conv2d(width, num_classes, 1)]
+        elif kind == "linear":  # not in place: the features are erased and cached afterwards
+            layers = [nn.ReLU(), nn.Conv2d(in_channels, num_classes, 1)]
+        else:
+            raise ValueError(f"unknown head kind {kind!r}: use 'paper' or 'linear'")
+        super().__init__(*layers)
+
+    @property
+    def class_layer(self) -> nn.Conv2d:
+        return self[-1]
 
 
 def erase_features(features: torch.Tensor, localization_map: torch.Tensor,
@@ -62,15 +76,19 @@ class ACoL(nn.Module):
     """A backbone with ``num_branches`` adversarial classifiers (1 = CAM, 2 = ACoL)."""
 
     def __init__(self, backbone: Backbone, num_classes: int, erase_threshold: float = 0.6,
-                 num_branches: int = 2, head_width: int = 1024):
+                 num_branches: int = 2, head_width: int = 1024, head: str = "paper",
+                 nonnegative_class_weights: bool = False):
         super().__init__()
         if num_branches < 1:
             raise ValueError(f"num_branches must be >= 1, got {num_branches}")
         self.backbone = backbone
         self.num_classes = num_classes
         self.erase_threshold = erase_threshold
-        self.heads = nn.ModuleList(ClassifierHead(backbone.out_channels, num_classes, head_width)
+        self.head, self.head_width = head, head_width
+        self.heads = nn.ModuleList(ClassifierHead(backbone.out_channels, num_classes, head_width, head)
                                    for _ in range(num_branches))
+        self.nonnegative_class_weights = nonnegative_class_weights
+        self.keep_class_weights_nonnegative()
 
     def forward(self, images: torch.Tensor, target_class: torch.Tensor | None = None,
                 erase_threshold: float | None = None) -> ACoLOutput:
@@ -109,6 +127,16 @@ class ACoL(nn.Module):
         branch A's maps; only the erasing and the later branches run again."""
         return self.forward_features(output.features, target_class, erase_threshold,
                                      first_class_map=output.class_maps[0])
+
+    @torch.no_grad()
+    def keep_class_weights_nonnegative(self) -> None:
+        """With ``nonnegative_class_weights``, clip the class layers' negative weights to 0; the
+        trainer calls this after every step. A map is then a sum of feature activations, never a
+        difference, so a channel that fires on the whole object can only add to it (Bae et al.,
+        ECCV 2020, clamp them at test time; clamping while training keeps logits and maps alike)."""
+        if self.nonnegative_class_weights:
+            for head in self.heads:
+                head.class_layer.weight.clamp_(min=0)
 
     @staticmethod
     def loss(output: ACoLOutput, labels: torch.Tensor) -> torch.Tensor:

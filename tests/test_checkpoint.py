@@ -32,7 +32,8 @@ def test_round_trip_is_bit_exact_and_keeps_the_config(saved):
         assert torch.equal(loaded.state_dict()[name], tensor), name
     assert config["class_names"] == ["a", "b", "c"] and config["input_size"] == 64
     assert config["model"] == {"backbone": "tiny", "num_classes": 3, "erase_threshold": 0.7,
-                               "num_branches": 2, "head_width": 16}
+                               "num_branches": 2, "head_width": 16, "head": "paper",
+                               "nonnegative_class_weights": False}
     assert config["recipe"] == {"epochs": 1} and config["metrics"] == {"top1": 0.5}
     assert list(config["mean"]) == list(model.backbone.mean)
     images = torch.randn(1, 3, 64, 64)
@@ -48,6 +49,26 @@ def test_half_precision_checkpoints_are_smaller_and_load_as_float32(saved, tmp_p
     weight = loaded.heads[0][0].weight
     assert weight.dtype == torch.float32
     assert torch.allclose(weight, model.heads[0][0].weight, atol=1e-3)
+
+
+def test_the_head_kind_and_the_weight_constraint_round_trip(tmp_path):
+    model = ACoL(create_backbone("tiny"), 3, head="linear", nonnegative_class_weights=True)
+    path = save_checkpoint(tmp_path / "linear.safetensors", model, backbone="tiny",
+                           class_names=["a", "b", "c"], input_size=64)
+    loaded, config = load_checkpoint(path)
+    assert (loaded.head, loaded.nonnegative_class_weights) == ("linear", True)
+    assert isinstance(loaded.heads[1][0], torch.nn.ReLU) and config["model"]["head"] == "linear"
+    images = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(images).fused_map, model.eval()(images).fused_map)
+
+
+def test_a_file_written_before_head_kinds_existed_loads_with_the_paper_heads(saved, tmp_path):
+    _, path = saved
+    def drop_head_keys(config):
+        del config["model"]["head"], config["model"]["nonnegative_class_weights"]
+    old = rewrite_header(path, tmp_path / "old.safetensors", edit_config(drop_head_keys))
+    loaded, _ = load_checkpoint(old)
+    assert (loaded.head, loaded.nonnegative_class_weights) == ("paper", False)
 
 
 def test_truncated_file_is_refused_with_its_name(saved, tmp_path):

@@ -100,6 +100,35 @@ def test_loss_is_the_sum_of_the_branch_cross_entropies():
     assert all(p.grad is not None for p in model.heads[1].parameters()), "branch B is trained too"
 
 
+def test_a_linear_head_maps_each_class_as_a_weighted_sum_of_the_rectified_features():
+    model = ACoL(create_backbone("tiny"), 3, num_branches=2, head="linear").eval()
+    images = torch.randn(2, 3, 64, 64)
+    output = model(images)
+    features = model.backbone(images)
+    class_layer = model.heads[0].class_layer
+    expected = torch.einsum("kc,bchw->bkhw", class_layer.weight[:, :, 0, 0], features.clamp(min=0))
+    assert torch.allclose(output.class_maps[0], expected + class_layer.bias.view(1, -1, 1, 1), atol=1e-5)
+    assert torch.equal(output.features, features), "the head must not rectify the cached features in place"
+    with pytest.raises(ValueError, match="unknown head kind 'wide'"):
+        ACoL(create_backbone("tiny"), 3, head="wide")
+
+
+@pytest.mark.parametrize("head", ["paper", "linear"])
+def test_nonnegative_class_weights_are_clipped_at_creation_and_on_request(head):
+    model = ACoL(create_backbone("tiny"), 3, head=head, head_width=8, nonnegative_class_weights=True)
+    class_layers = [branch.class_layer for branch in model.heads]
+    assert all(layer.weight.min() >= 0 and layer.weight.max() > 0 for layer in class_layers)
+    with torch.no_grad():
+        class_layers[1].weight.sub_(1)
+    model.keep_class_weights_nonnegative()
+    assert class_layers[1].weight.min() == 0
+    hidden = model.heads[0][0].weight if head == "paper" else None
+    assert hidden is None or hidden.min() < 0, "only the class layer is constrained"
+    free = ACoL(create_backbone("tiny"), 3, head=head, head_width=8)
+    free.keep_class_weights_nonnegative()
+    assert all(branch.class_layer.weight.min() < 0 for branch in free.heads)
+
+
 def test_reexplain_matches_a_full_forward_and_skips_the_backbone():
     model = tiny_acol()
     images = torch.randn(2, 3, 64, 64)
@@ -115,7 +144,8 @@ def test_reexplain_matches_a_full_forward_and_skips_the_backbone():
 
 
 @pytest.mark.parametrize("name, channels, stride", [
-    ("tiny", 64, 8), ("vgg16", 512, 8), ("resnet50", 2048, 16), ("efficientnet_lite0", 320, 16), ("efficientnet_lite0_cut", 112, 16)])
+    ("tiny", 64, 8), ("vgg16", 512, 8), ("resnet50", 2048, 16), ("efficientnet_lite0", 320, 16),
+    ("efficientnet_lite0_cut", 112, 16), ("efficientnet_lite0_stacked", 432, 16)])
 def test_backbones_report_their_channels_and_stride(name, channels, stride):
     backbone = create_backbone(name).eval()
     with torch.no_grad():
@@ -137,3 +167,12 @@ def test_efficientnet_lite0_imagenet_weights_load_offline_and_recognise_the_clas
     backbone = create_backbone("efficientnet_lite0", weights="imagenet")
     stem = backbone.body.net.conv_stem.weight
     assert torch.equal(stem, full.conv_stem.weight)
+
+
+def test_the_stacked_backbone_is_the_cut_and_the_full_features_side_by_side():
+    torch.manual_seed(0)
+    images = torch.randn(1, 3, 96, 96)
+    stacked, cut, full = (create_backbone(name, weights="imagenet").eval() for name in
+                          ("efficientnet_lite0_stacked", "efficientnet_lite0_cut", "efficientnet_lite0"))
+    with torch.no_grad():
+        assert torch.allclose(stacked(images), torch.cat([cut(images), full(images)], 1), atol=1e-5)
