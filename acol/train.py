@@ -51,7 +51,10 @@ class TrainConfig:
     weights: str | None = "imagenet"  # "imagenet", a local file, or None for random init
     num_branches: int = 2             # 1 = CAM baseline, 2 = ACoL
     erase_threshold: float = 0.6
-    head_width: int = 1024
+    head: str = "paper"               # "paper" (conv3x3 x2 -> conv1x1) or "linear" (ReLU -> conv1x1)
+    head_width: int = 1024            # the paper head's width ("linear" has no hidden layer)
+    nonnegative_class_weights: bool = False  # keep each class layer's weights >= 0
+    freeze_backbone: bool = False     # train the heads only, on fixed (ImageNet) features
     input_size: int = 224
     resize_size: int | None = None    # default: input_size * 256 / 224 (the paper's 256 -> 224)
     epochs: int = 30
@@ -148,10 +151,27 @@ def learning_rate_scale(progress: float, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min((progress - config.warmup_epochs) / span, 1.0)))
 
 
+def build_model(backbone, num_classes: int, config: TrainConfig) -> ACoL:
+    """The run's model on ``backbone``; a frozen backbone stops computing gradients at all."""
+    backbone.requires_grad_(not config.freeze_backbone)
+    return ACoL(backbone, num_classes, config.erase_threshold, config.num_branches, config.head_width,
+                config.head, config.nonnegative_class_weights)
+
+
+def set_training_mode(model, config: TrainConfig) -> None:
+    """``model.train()``, but a frozen backbone keeps its pretrained BatchNorm statistics."""
+    model.train()
+    if config.freeze_backbone:
+        backbone = model.module.backbone if hasattr(model, "module") else model.backbone  # DDP wraps
+        backbone.eval()
+
+
 def make_optimizer(model: ACoL, config: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum; the freshly initialized heads get ``head_lr_multiplier`` x the lr."""
-    groups = [{"params": model.backbone.parameters(), "base_lr": config.lr},
-              {"params": model.heads.parameters(), "base_lr": config.lr * config.head_lr_multiplier}]
+    """SGD with momentum; the freshly initialized heads get ``head_lr_multiplier`` x the lr.
+    A frozen backbone is left out."""
+    groups = [{"params": model.heads.parameters(), "base_lr": config.lr * config.head_lr_multiplier}]
+    if not config.freeze_backbone:
+        groups.insert(0, {"params": model.backbone.parameters(), "base_lr": config.lr})
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
 
@@ -211,8 +231,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(config.seed)  # the heads' initialization is part of the run
     backbone = create_backbone(config.backbone, config.weights)
     train_set, val_set = build_datasets(config, backbone.mean, backbone.std)
-    model = ACoL(backbone, train_set.num_classes, config.erase_threshold, config.num_branches,
-                 config.head_width).to(device)
+    model = build_model(backbone, train_set.num_classes, config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -247,7 +266,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         loader = make_loader(train_set, config.batch_size, config.workers, shuffle=sampler is None,
                              sampler=sampler, drop_last=True,
                              generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        trained.train()
+        set_training_mode(trained, config)
         seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not is_main, dynamic_ncols=True)
@@ -265,6 +284,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            model.keep_class_weights_nonnegative()
             seen += len(labels)
             correct += (output.logits[0].argmax(1) == labels).sum().item()
             loss_sum += loss.item() * len(labels)
@@ -282,7 +302,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 4),
                    "train_top1": round(100 * correct / max(seen, 1), 2),
                    "images_per_s": round(seen / (time.perf_counter() - started), 1),
-                   "lr": optimizer.param_groups[0]["lr"]}
+                   "lr": optimizer.param_groups[-1]["lr"] / config.head_lr_multiplier}  # the backbone's, frozen or not
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
                 row.update(validate(model, val_loader, device))
             history.append(row)

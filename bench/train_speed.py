@@ -23,9 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from acol import ACoL, create_backbone  # noqa: E402
+from acol import create_backbone  # noqa: E402
 from acol.data import make_loader  # noqa: E402
-from acol.train import build_datasets, make_optimizer, parse_config  # noqa: E402
+from acol.train import build_datasets, build_model, make_optimizer, parse_config, set_training_mode  # noqa: E402
 
 
 def step(model, optimizer, images, labels):
@@ -33,11 +33,13 @@ def step(model, optimizer, images, labels):
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    model.keep_class_weights_nonnegative()
 
 
 def make(config, backbone, num_classes):
-    """The run's model on ``backbone`` and its optimizer (heads at 10x the lr)."""
-    model = ACoL(backbone, num_classes, config.erase_threshold, config.num_branches, config.head_width).train()
+    """The run's model on ``backbone`` and its optimizer (heads at 10x the lr), as acol.train makes them."""
+    model = build_model(backbone, num_classes, config)
+    set_training_mode(model, config)
     return model, make_optimizer(model, config)
 
 
@@ -66,8 +68,9 @@ def main():
             step(model, optimizer, images, labels)
             times[name].append(time.perf_counter() - started)
     acol_ms, cam_ms = (1000 * statistics.median(times[name]) for name in ("ACoL", "CAM"))
-    print(f"step time, batch {config.batch_size} at {config.input_size} px, {config.backbone}, head width "
-          f"{config.head_width} (median of {args.steps}): ACoL {acol_ms:.0f} ms, CAM {cam_ms:.0f} ms, "
+    print(f"step time, batch {config.batch_size} at {config.input_size} px, {config.backbone}, {config.head} head"
+          f"{f' {config.head_width} wide' if config.head == 'paper' else ''}"
+          f"{', frozen backbone' if config.freeze_backbone else ''} (median of {args.steps}): ACoL {acol_ms:.0f} ms, CAM {cam_ms:.0f} ms, "
           f"ratio {acol_ms / cam_ms:.3f} (target <= 1.15)")
 
     epoch_steps = len(dataset) // config.batch_size

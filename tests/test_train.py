@@ -52,6 +52,29 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     assert config["num_branches"] == 1 and config["head_width"] == 12
 
 
+def test_a_frozen_backbone_keeps_its_weights_and_statistics_and_class_weights_stay_nonnegative(tmp_path):
+    run = tmp_path / "run"
+    train_main(TINY_RUN + ["--epochs", "1", "--out", str(run), "--head", "linear",
+                           "--nonnegative-class-weights", "true", "--freeze-backbone", "true",
+                           "--weights", str(tiny_weights(tmp_path))])
+    model, _ = load_checkpoint(run / "model.safetensors")
+    start = torch.load(tmp_path / "tiny.pt", weights_only=True)
+    for name, tensor in model.backbone.body.state_dict().items():
+        assert torch.equal(tensor, start[name]), f"backbone {name} changed"  # BatchNorm statistics too
+    for branch in model.heads:
+        assert branch.class_layer.weight.min() >= 0 and branch.class_layer.weight.max() > 0
+
+
+def tiny_weights(folder):
+    """A saved random init of the tiny backbone, with non-default BatchNorm statistics."""
+    from acol.backbones import create_backbone
+    body = create_backbone("tiny").body
+    with torch.no_grad():
+        body[1].running_mean.uniform_()
+    torch.save(body.state_dict(), folder / "tiny.pt")
+    return folder / "tiny.pt"
+
+
 def test_resume_after_a_stop_is_bit_exact_on_cpu(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train_main(TINY_RUN + ["--epochs", "2", "--out", str(straight)])
