@@ -158,12 +158,11 @@ def build_model(backbone, num_classes: int, config: TrainConfig) -> ACoL:
                 config.head, config.nonnegative_class_weights)
 
 
-def set_training_mode(model, config: TrainConfig) -> None:
+def set_training_mode(model: ACoL, config: TrainConfig) -> None:
     """``model.train()``, but a frozen backbone keeps its pretrained BatchNorm statistics."""
     model.train()
     if config.freeze_backbone:
-        backbone = model.module.backbone if hasattr(model, "module") else model.backbone  # DDP wraps
-        backbone.eval()
+        model.backbone.eval()
 
 
 def make_optimizer(model: ACoL, config: TrainConfig) -> torch.optim.SGD:
@@ -266,15 +265,17 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         loader = make_loader(train_set, config.batch_size, config.workers, shuffle=sampler is None,
                              sampler=sampler, drop_last=True,
                              generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        set_training_mode(trained, config)
+        set_training_mode(model, config)  # the module DDP wraps, if it does
         seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
+        lr_scale = learning_rate_scale(epoch, config)  # logged even if the loader yields nothing
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not is_main, dynamic_ncols=True)
         for step, (images, labels, _) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
+            lr_scale = learning_rate_scale(epoch + step / steps_per_epoch, config)
             for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * learning_rate_scale(epoch + step / steps_per_epoch, config)
+                group["lr"] = group["base_lr"] * lr_scale
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 output = trained(images, target_class=labels)
@@ -302,7 +303,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 4),
                    "train_top1": round(100 * correct / max(seen, 1), 2),
                    "images_per_s": round(seen / (time.perf_counter() - started), 1),
-                   "lr": optimizer.param_groups[-1]["lr"] / config.head_lr_multiplier}  # the backbone's, frozen or not
+                   "lr": config.lr * lr_scale}  # the backbone's, frozen or not
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
                 row.update(validate(model, val_loader, device))
             history.append(row)
