@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .maps import upsample_maps
+from .maps import score_map
 from .metrics import (CAM_THRESHOLDS, IOU_LEVELS, LocalizationAccumulator, box_coverage,
                       paired_bootstrap, region_overlap)
 
@@ -52,8 +52,9 @@ def run_inference(model, loader, device="cpu", progress: bool = True) -> dict:
 
 
 def _image_maps(inference: dict, i: int) -> np.ndarray:
-    """Image i's maps at input resolution (one image at a time: all at once may not fit in memory)."""
-    return upsample_maps(inference["maps"][i], inference["image_size"]).numpy()
+    """Image i's score maps at input resolution, resized then normalized as wsolevaluation does
+    (one image at a time: all at once may not fit in memory)."""
+    return np.stack([score_map(m, inference["image_size"]) for m in inference["maps"][i]])
 
 
 def score_maps(inference: dict, thresholds: np.ndarray = CAM_THRESHOLDS,

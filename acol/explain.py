@@ -44,7 +44,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .checkpoint import CheckpointError, load_checkpoint, read_metadata
 from .data import CSVBoxDataset, CUBDataset, ImageLoadError, eval_transform, load_rgb_image
-from .maps import box_from_map, box_iou, upsample_maps
+from .maps import box_from_map, box_iou, score_map
 from .model import ACoL, ACoLOutput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,8 +205,9 @@ def _scaled_size(size: tuple[int, int], scale: float, minimum: int = 16) -> tupl
 
 
 def upsampled(localization_map: torch.Tensor, picture: np.ndarray) -> np.ndarray:
-    """A feature-resolution map ``[h, w]`` resized bilinearly to the picture's pixels."""
-    return upsample_maps(localization_map.float(), picture.shape[:2]).numpy()
+    """A feature-resolution map ``[h, w]`` as the picture's score map: resized to its pixels,
+    then min-max normalized (what evaluation cuts boxes from, so what is shown is what is boxed)."""
+    return score_map(localization_map.float(), picture.shape[:2])
 
 
 def overlay_map(picture: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -246,8 +247,8 @@ def draw_boxes(picture: np.ndarray, predicted=None, true_boxes=()) -> np.ndarray
 def map_with_box(explanation: Explanation, box_threshold: float) -> tuple[np.ndarray, np.ndarray, float | None]:
     """The fused map over the picture with its box, the box, and its IoU with the true box.
 
-    The box surrounds the largest region of the upsampled fused map >= ``box_threshold`` (the map
-    peaks at 1). IoU is with the best-matching true box, None when no true box is known.
+    The box surrounds the largest region of the fused score map above ``box_threshold``, cut as
+    wsolevaluation cuts it (``acol.maps.cut_map``). IoU is with the best-matching true box, None when no true box is known.
     """
     heat = upsampled(explanation.output.fused_map[0], explanation.display)
     box = box_from_map(heat, box_threshold)

@@ -2,6 +2,11 @@
 
 Maps are tensors whose last two dimensions are (height, width). Boxes are ``[x0, y0, x1, y1]``
 in pixel-edge coordinates: a component covering columns 3..7 gives ``x0 = 3, x1 = 8``.
+
+Cutting a map at a threshold ``t`` follows clovaai/wsolevaluation exactly: the map is resized to
+the image (bicubic), *then* min-max normalized, quantized to 8 bits as its OpenCV code does, and
+the region is where it is ``> int(t * 255)``. The fused map, a max of two normalized maps, has a
+minimum above 0, so this is not the same cut as ``t * max`` of the map as it comes.
 """
 
 from __future__ import annotations
@@ -28,31 +33,47 @@ def fuse_maps(maps: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tens
 
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize maps ``[..., h, w]`` to ``size = (H, W)`` bilinearly, as CAM papers do."""
+    """Resize maps ``[..., h, w]`` to ``size = (H, W)`` bicubically (wsolevaluation's
+    ``cv2.INTER_CUBIC``: the same kernel, a = -0.75, and pixel-centre alignment)."""
     lead = maps.shape[:-2]
     resized = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]).float(), size=size,
-                            mode="bilinear", align_corners=False)
+                            mode="bicubic", align_corners=False)
     return resized.reshape(*lead, *size)
+
+
+def score_map(localization_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """wsolevaluation's score map of one map ``[h, w]``: resized to ``size = (H, W)``, then
+    min-max normalized to [0, 1] (a constant map becomes zeros). What boxes are cut from."""
+    return normalize_maps(upsample_maps(localization_map, size)).numpy()
+
+
+def cut_map(scores, threshold: float) -> np.ndarray:
+    """The region wsolevaluation cuts from a map at ``threshold``: the map min-max normalized,
+    quantized to 0-255, and ``> int(threshold * 255)``. A constant map marks nothing."""
+    scores = np.asarray(scores.detach().cpu() if torch.is_tensor(scores) else scores, dtype=np.float32)
+    low, high = (float(scores.min()), float(scores.max())) if scores.size else (0.0, 0.0)
+    if high <= low:
+        return np.zeros(scores.shape, dtype=bool)
+    quantized = ((scores - low) / (high - low) * 255).astype(np.uint8)
+    return quantized > int(threshold * 255)
 
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def component_boxes(localization_map, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """One box per 8-connected region where the map is >= ``threshold * max(map)``, and each
-    region's pixel count. Empty arrays when the map is all zeros."""
-    scores = np.asarray(localization_map.detach().cpu() if torch.is_tensor(localization_map)
-                        else localization_map, dtype=np.float32)
-    peak = scores.max(initial=0.0)
-    if peak <= 0:
+    """One box per 8-connected region of ``cut_map(map, threshold)``, and each region's pixel
+    count. Empty arrays when the cut marks nothing (a constant map, say)."""
+    region = cut_map(localization_map, threshold)
+    if not region.any():
         return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    components, count = ndimage.label(scores >= threshold * peak, structure=_EIGHT_CONNECTED)
+    components, count = ndimage.label(region, structure=_EIGHT_CONNECTED)
     boxes = [[cols.start, rows.start, cols.stop, rows.stop] for rows, cols in ndimage.find_objects(components)]
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.bincount(components.ravel(), minlength=count + 1)[1:]
 
 
 def boxes_from_map(localization_map, threshold: float, largest_only: bool = True) -> np.ndarray:
-    """Boxes around the regions where the map is >= ``threshold * max(map)``.
+    """Boxes around the regions of ``cut_map(map, threshold)``.
 
     ``largest_only=True`` keeps the largest connected component (the usual CAM box);
     ``False`` returns one box per component, as MaxBoxAccV2's multi-contour evaluation uses.
@@ -63,7 +84,7 @@ def boxes_from_map(localization_map, threshold: float, largest_only: bool = True
 
 
 def box_from_map(localization_map, threshold: float) -> np.ndarray:
-    """The box ``[x0, y0, x1, y1]`` of the largest region >= ``threshold * max``; zeros if none."""
+    """The box ``[x0, y0, x1, y1]`` of the largest region of the cut; zeros if none."""
     boxes = boxes_from_map(localization_map, threshold, largest_only=True)
     return boxes[0] if len(boxes) else np.zeros(4, dtype=np.float32)
 

@@ -1,7 +1,7 @@
 """WSOL metrics, with clovaai/wsolevaluation's definitions (Choe et al., CVPR 2020).
 
-For each image and each CAM threshold t in 0.00, 0.01, ..., 0.99 the normalized map is cut at
-``t * max`` and turned into boxes; the image counts as localized at IoU level d when a box reaches
+For each image and each CAM threshold t in 0.00, 0.01, ..., 0.99 the map, resized to the image and
+then min-max normalized, is cut at t (``acol.maps.cut_map``) and turned into boxes; the image counts as localized at IoU level d when a box reaches
 IoU >= d with a ground-truth box.
 
 - GT-known localization: the true class's map, the largest component, one threshold (IoU 50).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .maps import box_iou, component_boxes
+from .maps import box_iou, component_boxes, cut_map
 
 CAM_THRESHOLDS = np.arange(0, 1, 0.01)
 IOU_LEVELS = (30, 50, 70)
@@ -39,8 +39,8 @@ def iou_per_threshold(localization_map: np.ndarray, gt_boxes: np.ndarray,
 
 
 def region_overlap(map_a: np.ndarray, map_b: np.ndarray, threshold: float) -> float:
-    """IoU of the regions two normalized maps mark at ``threshold * max``: how much B repeats A."""
-    region_a, region_b = map_a >= threshold * map_a.max(), map_b >= threshold * map_b.max()
+    """IoU of the regions two maps mark at ``threshold`` (``cut_map``): how much B repeats A."""
+    region_a, region_b = cut_map(map_a, threshold), cut_map(map_b, threshold)
     union = np.logical_or(region_a, region_b).sum()
     return float(np.logical_and(region_a, region_b).sum() / union) if union else 0.0
 
@@ -52,8 +52,7 @@ def box_coverage(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: 
         inside[max(y0, 0):y1, max(x0, 0):x1] = True
     if not inside.any():
         return 0.0
-    region = localization_map >= threshold * max(localization_map.max(), 1e-12)
-    return float((region & inside).sum() / inside.sum())
+    return float((cut_map(localization_map, threshold) & inside).sum() / inside.sum())
 
 
 def box_accuracy(ious: np.ndarray, iou_level: int) -> np.ndarray:

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from acol import box_from_map, box_iou, boxes_from_map, upsample_maps
+from acol.maps import cut_map, score_map
 
 
 def two_blobs():
@@ -49,3 +50,30 @@ def test_upsampling_keeps_leading_dimensions_and_the_peak_location():
     assert big.shape == (2, 3, 32, 40)
     row, col = divmod(int(big[1, 2].argmax()), 40)
     assert row < 8 and col >= 30
+
+
+def test_a_map_whose_minimum_is_not_zero_is_renormalized_before_the_cut():
+    # A fused map: max of two normalized maps, so nothing is below 0.4 here.
+    scores = np.full((4, 6), 0.4, dtype=np.float32)
+    scores[1:3, 1:3] = 1.0   # the peak
+    scores[1:3, 4:6] = 0.6   # a weaker region
+    # wsolevaluation: (s - 0.4) / 0.6 -> the weak region is at 1/3, quantized 85; the cut at
+    # t = 0.3 is "> int(0.3 * 255) = 76", so both regions are in it. Cutting at 0.3 x max
+    # would mark every pixel (all are >= 0.3) and give one box over the whole map.
+    assert sorted(boxes_from_map(scores, 0.3, largest_only=False).tolist()) == [[1, 1, 3, 3], [4, 1, 6, 3]]
+    # at t = 0.34 the weak region (85 <= int(86.7) = 86) is out, only the peak remains
+    assert boxes_from_map(scores, 0.34, largest_only=False).tolist() == [[1, 1, 3, 3]]
+
+
+def test_the_cut_is_strictly_above_the_quantized_threshold():
+    scores = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)   # quantized 0, 127, 255
+    assert cut_map(scores, 0.0).tolist() == [[False, True, True]]   # the minimum is never in
+    assert cut_map(scores, 0.49).tolist() == [[False, True, True]]  # 127 > int(124.95)
+    assert cut_map(scores, 0.5).tolist() == [[False, False, True]]  # 127 > 127 is false
+
+
+def test_score_map_is_resized_then_normalized():
+    small = torch.tensor([[0.5, 0.5], [0.5, 1.0]])
+    scores = score_map(small, (8, 8))
+    assert scores.shape == (8, 8)
+    assert scores.min() == 0 and scores.max() == 1
