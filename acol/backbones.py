@@ -8,6 +8,10 @@ paper's trick is to remove late poolings so the maps are 14x14 or 28x28 instead 
 ``weights`` follows torchvision's convention: ``None`` means random init, ``"imagenet"`` the
 ImageNet weights (offline where possible), and a path loads a local state dict.
 
+Every backbone also lists its ``stages`` in forward order, so that training can fine-tune only
+the last few (``split``): the frozen front keeps its ImageNet weights, and its output, which never
+changes, can be computed once and cached (``acol.feature_cache``).
+
     >>> backbone = create_backbone("tiny")
     >>> backbone.out_channels, backbone.stride
     (64, 8)
@@ -30,19 +34,65 @@ TF_LITE_STD = (128 / 255,) * 3
 
 
 class Backbone(nn.Module):
-    """A feature extractor plus the facts a head and a data pipeline need about it."""
+    """A feature extractor plus the facts a head and a data pipeline need about it.
+
+    ``stages``: the body's modules in forward order; applied one after the other they give the
+    features. ``stacked``: {stage index: channels} of earlier stages whose outputs the body
+    concatenates in front of the last stage's (``efficientnet_lite0_stacked``).
+    """
 
     def __init__(self, body: nn.Module, out_channels: int, stride: int,
-                 mean: tuple[float, ...], std: tuple[float, ...]):
+                 mean: tuple[float, ...], std: tuple[float, ...],
+                 stages: list[nn.Module] | None = None, stacked: dict[int, int] | None = None):
         super().__init__()
         self.body = body
         self.out_channels = out_channels
         self.stride = stride
         self.mean = tuple(mean)
         self.std = tuple(std)
+        # A plain list, not an nn.ModuleList: the stages are the body's own modules, and
+        # registering them twice would put every weight in the state dict twice.
+        self.stages = list(stages) if stages is not None else [body]
+        self.stacked = dict(stacked or {})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)
+
+    def split(self, trainable_stages: int) -> tuple["StageRun", "StageRun"]:
+        """``(frozen, trainable)`` with ``trainable(frozen(images)) == self(images)``, where
+        ``trainable`` runs the last ``trainable_stages`` stages. ``frozen``'s output is what
+        the feature cache stores; a stacked body's earlier outputs ride along in front of it
+        as extra channels."""
+        if not 0 <= trainable_stages <= len(self.stages):
+            raise ValueError(f"trainable_stages must be between 0 and {len(self.stages)} for this "
+                             f"backbone (its stages), got {trainable_stages}")
+        cut = len(self.stages) - trainable_stages
+        return StageRun(self, 0, cut), StageRun(self, cut, len(self.stages))
+
+    def trainable_modules(self, trainable_stages: int | None) -> list[nn.Module]:
+        """The stages that train when the last ``trainable_stages`` do (None: all of them)."""
+        count = len(self.stages) if trainable_stages is None else trainable_stages
+        return self.stages[len(self.stages) - count:] if count else []
+
+
+class StageRun(nn.Module):
+    """Stages ``start`` to ``stop`` of a backbone, as one module (see ``Backbone.split``)."""
+
+    def __init__(self, backbone: Backbone, start: int, stop: int):
+        super().__init__()
+        self.stages = nn.ModuleList(backbone.stages[start:stop])
+        self.start, self.stop, self.stacked = start, stop, backbone.stacked
+        self.is_last = stop == len(backbone.stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        carried_channels = sum(c for index, c in self.stacked.items() if index < self.start)
+        carried = [x[:, :carried_channels]] if carried_channels else []
+        x = x[:, carried_channels:] if carried_channels else x
+        for index, stage in enumerate(self.stages, self.start):
+            x = stage(x)
+            if index in self.stacked and not (self.is_last and index == self.stop - 1):
+                carried.append(x)
+        return torch.cat([*carried, x], 1) if carried else x
 
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {}
@@ -96,7 +146,8 @@ def vgg16(weights=None) -> Backbone:
     pool_indices = [i for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)]
     for i in pool_indices[3:]:
         features[i] = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
-    return Backbone(features, out_channels=512, stride=8, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return Backbone(features, out_channels=512, stride=8, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    stages=_sequential_stages(features, [i + 1 for i in pool_indices]))
 
 
 @register_backbone("resnet50")
@@ -109,7 +160,13 @@ def resnet50(weights=None) -> Backbone:
     net.layer4[0].downsample[0].stride = (1, 1)
     body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
                          net.layer1, net.layer2, net.layer3, net.layer4)
-    return Backbone(body, out_channels=2048, stride=16, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return Backbone(body, out_channels=2048, stride=16, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    stages=_sequential_stages(body, [4, 5, 6, 7, 8]))  # stem, layer1-4
+
+
+def _sequential_stages(body: nn.Sequential, ends: list[int]) -> list[nn.Module]:
+    """An nn.Sequential cut into stages that end (exclusively) at ``ends``."""
+    return [body[start:end] for start, end in zip([0, *ends[:-1]], ends)]
 
 
 # efficientnet_pytorch block index -> timm (stage, index in stage); stage repeats of Lite0.
@@ -161,7 +218,13 @@ def _efficientnet_lite0(weights, out_channels: int, **features) -> Backbone:
         if missing:
             raise ValueError(f"efficientnet_lite0 weights lack {len(missing)} keys, e.g. {missing[:3]}")
         net.load_state_dict({k: state[k] for k in kept})
-    return Backbone(_ChannelStack(net), out_channels=out_channels, stride=16, mean=TF_LITE_MEAN, std=TF_LITE_STD)
+    # Stages: the stem, then timm's blocks up to the last one whose output is used (timm runs the
+    # rest but drops their output); a stacked variant keeps earlier outputs too.
+    used = [int(name.split(".")[1]) + 1 for name in net.feature_info.module_name()]  # "blocks.4" -> stage 5
+    stages = [nn.Sequential(net.conv_stem, net.bn1), *net.blocks[:used[-1]]]
+    stacked = dict(zip(used[:-1], net.feature_info.channels()[:-1]))
+    return Backbone(_ChannelStack(net), out_channels=out_channels, stride=16, mean=TF_LITE_MEAN,
+                    std=TF_LITE_STD, stages=stages, stacked=stacked)
 
 
 @register_backbone("efficientnet_lite0")
@@ -207,4 +270,5 @@ def tiny(weights=None) -> Backbone:
     body = nn.Sequential(*block(3, 16, 2), *block(16, 32, 2), *block(32, 64, 2), *block(64, 64, 1))
     if weights is not None:
         body.load_state_dict(_load_local_state_dict(weights))
-    return Backbone(body, out_channels=64, stride=8, mean=(0.5,) * 3, std=(0.25,) * 3)
+    return Backbone(body, out_channels=64, stride=8, mean=(0.5,) * 3, std=(0.25,) * 3,
+                    stages=_sequential_stages(body, [3, 6, 9, 12]))
