@@ -3,22 +3,30 @@
     python -m acol train --data ../shared/data/cub50 --backbone efficientnet_lite0 --epochs 24
     python -m acol train --config run.yaml --epochs 30      # flags override the file
     python -m acol train --resume runs/acol                 # continue a killed run
+    python -m acol train --trainable-stages 1 --cache-views 8 ...  # last stage only, cached front
     torchrun --nproc_per_node 2 -m acol train ...           # DistributedDataParallel
 
 A run folder holds ``config.json`` (the resolved config), ``log.csv`` (and TensorBoard events when
 tensorboard is installed), ``model.safetensors`` (the latest model, loadable by
 ``load_checkpoint``) and ``resume.safetensors`` (optimizer, epoch, everything to continue).
 Every file is written atomically, so a kill leaves the previous good version in place.
+
+With ``--trainable-stages N`` only the backbone's last N stages train (both branches' losses reach
+them); the frozen front keeps its ImageNet weights and BatchNorm statistics, and with
+``--cache-views V`` its output for V fixed augmented views of every image is computed once
+(``acol.feature_cache``) and epochs run on the cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -34,6 +42,7 @@ from .backbones import create_backbone
 from .checkpoint import atomic_path, save_checkpoint, write_safetensors
 from .data import ImageLoadError, build_dataset, eval_transform, make_loader, train_transform
 from .evaluate import compute_metrics, map_names, run_inference
+from .feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
 from .metrics import CAM_THRESHOLDS
 from .model import ACoL
 
@@ -55,6 +64,10 @@ class TrainConfig:
     head_width: int = 1024            # the paper head's width ("linear" has no hidden layer)
     nonnegative_class_weights: bool = False  # keep each class layer's weights >= 0
     freeze_backbone: bool = False     # train the heads only, on fixed (ImageNet) features
+    trainable_stages: int | None = None  # only the backbone's last N stages train; None = all
+    cache_views: int = 0              # with trainable_stages: cache the frozen stages' output for N views an image
+    view_seed: int = 0                # the cached views' crops and flips (the same for every run seed)
+    feature_cache: str | None = None  # the cache file (default: <out>/feature_cache.safetensors)
     input_size: int = 224
     resize_size: int | None = None    # default: input_size * 256 / 224 (the paper's 256 -> 224)
     epochs: int = 30
@@ -73,8 +86,25 @@ class TrainConfig:
     half_checkpoint: bool = True
 
 
-_FLAG_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str,
-               "bool": lambda text: text.lower() in ("1", "true", "yes")}
+def parse_bool(text: str) -> bool:
+    """A boolean flag's value; anything but a clear yes or no is an error, never False."""
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+_FLAG_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str, "bool": parse_bool}
+
+
+def field_comments(cls) -> dict[str, str]:
+    """Each dataclass field's trailing ``# comment`` in the source: the flags' help text."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            comments[match[1]] = match[2].strip()
+    return comments
 
 
 class RunFolderError(RuntimeError):
@@ -111,8 +141,12 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, bool]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
+    comments = field_comments(TrainConfig)
     for field in fields(TrainConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=_FLAG_TYPES[field.type])
+        default = "" if field.default is None else f" (default: {field.default})"
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=_FLAG_TYPES[field.type],
+                            metavar=field.type.split(" ")[0].upper(),
+                            help=comments.get(field.name, "") + default)
     args = parser.parse_args(argv)
     values = {}
     if args.resume:
@@ -151,26 +185,40 @@ def learning_rate_scale(progress: float, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min((progress - config.warmup_epochs) / span, 1.0)))
 
 
+def trainable_stages(config: TrainConfig, backbone) -> int:
+    """How many of the backbone's last stages train: ``freeze_backbone`` means none."""
+    if config.freeze_backbone:
+        return 0
+    count = len(backbone.stages) if config.trainable_stages is None else config.trainable_stages
+    backbone.split(count)  # raises a clear error for a count this backbone does not have
+    return count
+
+
 def build_model(backbone, num_classes: int, config: TrainConfig) -> ACoL:
-    """The run's model on ``backbone``; a frozen backbone stops computing gradients at all."""
-    backbone.requires_grad_(not config.freeze_backbone)
+    """The run's model on ``backbone``; frozen stages stop computing gradients at all."""
+    backbone.requires_grad_(False)
+    for stage in backbone.trainable_modules(trainable_stages(config, backbone)):
+        stage.requires_grad_(True)
     return ACoL(backbone, num_classes, config.erase_threshold, config.num_branches, config.head_width,
                 config.head, config.nonnegative_class_weights)
 
 
 def set_training_mode(model: ACoL, config: TrainConfig) -> None:
-    """``model.train()``, but a frozen backbone keeps its pretrained BatchNorm statistics."""
+    """``model.train()``, but frozen stages keep their pretrained BatchNorm statistics."""
     model.train()
-    if config.freeze_backbone:
-        model.backbone.eval()
+    trainable = model.backbone.trainable_modules(trainable_stages(config, model.backbone))
+    for stage in model.backbone.stages[:len(model.backbone.stages) - len(trainable)]:
+        stage.eval()
 
 
 def make_optimizer(model: ACoL, config: TrainConfig) -> torch.optim.SGD:
     """SGD with momentum; the freshly initialized heads get ``head_lr_multiplier`` x the lr.
-    A frozen backbone is left out."""
+    Frozen stages are left out."""
     groups = [{"params": model.heads.parameters(), "base_lr": config.lr * config.head_lr_multiplier}]
-    if not config.freeze_backbone:
-        groups.insert(0, {"params": model.backbone.parameters(), "base_lr": config.lr})
+    trainable = [p for stage in model.backbone.trainable_modules(trainable_stages(config, model.backbone))
+                 for p in stage.parameters()]
+    if trainable:
+        groups.insert(0, {"params": trainable, "base_lr": config.lr})
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
 
@@ -206,10 +254,10 @@ def load_training_state(path: Path, model: ACoL, optimizer) -> tuple[int, list[d
 VALIDATION_METRICS = ("top1_cls", "gt_known_loc", "max_box_acc_v2")
 
 
-def validate(model, loader, device, thresholds=CAM_THRESHOLDS[::5]) -> dict:
+def validate(model, loader, device, thresholds=CAM_THRESHOLDS[::5], **inference) -> dict:
     """Per-map top-1 classification, GT-known loc at the best threshold and MaxBoxAccV2
-    (coarse thresholds, to stay quick)."""
-    results = compute_metrics(run_inference(model, loader, device, progress=False),
+    (coarse thresholds, to stay quick); ``inference`` goes to ``run_inference``."""
+    results = compute_metrics(run_inference(model, loader, device, progress=False, **inference),
                               thresholds=thresholds, progress=False)
     return {f"val_{name}_{key}": round(numbers[key], 2) for name, numbers in results["maps"].items()
             for key in VALIDATION_METRICS}
@@ -250,8 +298,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     sampler = DistributedSampler(train_set, seed=config.seed) if distributed else None
-    val_loader = make_loader(val_set, config.batch_size, config.workers)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size / (dist.get_world_size() if distributed else 1))
+    cache = val_cache = None
+    if config.cache_views:
+        if distributed:
+            raise ValueError("--cache-views trains in one process; leave it out under torchrun")
+        frozen, trainable_part = model.backbone.split(trainable_stages(config, model.backbone))
+        cache, val_cache = feature_caches(config, frozen, train_set, val_set, device)
+        steps_per_epoch = len(cache.labels) // config.batch_size
+    else:
+        val_loader = make_loader(val_set, config.batch_size, config.workers)
+        steps_per_epoch = math.ceil(len(train_set) / config.batch_size / (dist.get_world_size() if distributed else 1))
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     columns = ["epoch", "train_loss", "train_top1", "images_per_s", "lr"] + [
@@ -262,23 +318,29 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         torch.manual_seed(config.seed * 1000 + epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        loader = make_loader(train_set, config.batch_size, config.workers, shuffle=sampler is None,
-                             sampler=sampler, drop_last=True,
-                             generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        if cache is not None:  # cached frozen-stage outputs: only the trainable stages run
+            batches = cache.epoch(config.batch_size, generator)
+            forward = lambda inputs, labels: model.forward_features(trainable_part(inputs), labels)  # noqa: E731
+        else:
+            loader = make_loader(train_set, config.batch_size, config.workers, shuffle=sampler is None,
+                                 sampler=sampler, drop_last=True, generator=generator)
+            batches = ((images, labels) for images, labels, _ in loader)
+            forward = lambda images, labels: trained(images, target_class=labels)  # noqa: E731
         set_training_mode(model, config)  # the module DDP wraps, if it does
         seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
         lr_scale = learning_rate_scale(epoch, config)  # logged even if the loader yields nothing
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not is_main, dynamic_ncols=True)
-        for step, (images, labels, _) in enumerate(bar):
+        for step, (inputs, labels) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
             lr_scale = learning_rate_scale(epoch + step / steps_per_epoch, config)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                output = trained(images, target_class=labels)
+                output = forward(inputs, labels)
                 loss = ACoL.loss(output, labels)
             if not torch.isfinite(loss):
                 raise diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}", out)
@@ -305,7 +367,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                    "images_per_s": round(seen / (time.perf_counter() - started), 1),
                    "lr": config.lr * lr_scale}  # the backbone's, frozen or not
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-                row.update(validate(model, val_loader, device))
+                row.update(validate(model, val_loader, device) if val_cache is None else
+                           validate(model, val_cache.batches(config.batch_size), device,
+                                    features=trainable_part, image_size=(config.input_size,) * 2))
             history.append(row)
             try:
                 save_checkpoint(out / "model.safetensors", model, backbone=config.backbone,
@@ -326,6 +390,29 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if distributed:
         dist.destroy_process_group()
     return out
+
+
+def feature_caches(config: TrainConfig, frozen, train_set, val_set, device) -> tuple[FeatureCache, FeatureCache]:
+    """The training views' cache (read from ``config.feature_cache`` when it was computed from
+    the same data, backbone and views; computed and saved there otherwise) and the validation
+    images' (computed, one view each: the evaluation transform)."""
+    key = {"data": str(config.data), "split": config.train_split, "num_images": len(train_set),
+           "backbone": config.backbone, "weights": str(config.weights), "input_size": config.input_size,
+           "resize_size": config.resize_size, "trainable_stages": config.trainable_stages,
+           "views": config.cache_views, "view_seed": config.view_seed}
+    if config.data == "synthetic":
+        key.update(synthetic_classes=config.synthetic_classes, seed=config.seed)  # its images follow the seed
+    path = Path(config.feature_cache or Path(config.out) / "feature_cache.safetensors")
+    cache = load_feature_cache(path, key)
+    if cache is None:
+        cache = compute_feature_cache(frozen, train_set, config.cache_views, config.view_seed, key,
+                                      config.batch_size, config.workers, device, desc="caching training views")
+        save_feature_cache(path, cache)
+    else:
+        tqdm.write(f"feature cache: {path} ({tuple(cache.views.shape)})")
+    val_cache = compute_feature_cache(frozen, val_set, 1, 0, {}, config.batch_size, config.workers, device,
+                                      desc="caching validation images")
+    return cache, val_cache
 
 
 def write_text(path: Path, text: str) -> None:
