@@ -7,7 +7,9 @@
 Inference (one pass of the model) and metrics (on the saved maps) are kept apart, as in
 clovaai/wsolevaluation. Maps are scored for the *true* class (GT-known), which also gives top-1
 localization: when the prediction is right, the predicted and the true class are the same.
-Each map is classified by its own logits: branch A by A's, B by B's, the fused map by their sum.
+Each branch's map is classified by its own logits (A by A's, B by B's), and the fused map by
+A's: at inference A's top-1 is the class whose map drives the erasing, so B's map and the fused
+map exist only for that class; the viewer explains the same class (one prediction rule).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from .maps import score_map
 from .metrics import (CAM_THRESHOLDS, IOU_LEVELS, LocalizationAccumulator, box_coverage,
-                      paired_bootstrap, region_overlap)
+                      box_precision, paired_bootstrap, region_overlap)
 
 
 def map_names(num_branches: int) -> list[str]:
@@ -33,20 +35,27 @@ def map_names(num_branches: int) -> list[str]:
 
 
 @torch.no_grad()
-def run_inference(model, loader, device="cpu", progress: bool = True) -> dict:
-    """Per image: the true-class maps (feature resolution), logits per map, label and boxes."""
+def run_inference(model, loader, device="cpu", progress: bool = True, features=None,
+                  image_size: tuple[int, int] | None = None) -> dict:
+    """Per image: the true-class maps (feature resolution), logits per map, label and boxes.
+
+    ``features``: with a loader of cached frozen-stage outputs (``FeatureCache.batches``), the
+    module that turns them into backbone features (the trainable stages); ``image_size`` then
+    says the size of the images they came from."""
     model.eval()
-    maps, logits, labels, boxes, image_ids, image_size = [], [], [], [], [], None
-    for images, batch_labels, targets in tqdm(loader, desc="inference", disable=not progress):
-        output = model(images.to(device), target_class=batch_labels.to(device))
+    maps, logits, labels, boxes, image_ids = [], [], [], [], []
+    for inputs, batch_labels, targets in tqdm(loader, desc="inference", disable=not progress):
+        inputs, target_class = inputs.to(device), batch_labels.to(device)
+        output = (model(inputs, target_class=target_class) if features is None
+                  else model.forward_features(features(inputs), target_class=target_class))
         per_map = output.localization_maps + ([output.fused_map] if len(output.logits) > 1 else [])
-        per_logits = output.logits + ([sum(output.logits)] if len(output.logits) > 1 else [])
+        per_logits = output.logits + ([output.logits[0]] if len(output.logits) > 1 else [])
         maps.append(torch.stack(per_map, 1).cpu())
         logits.append(torch.stack(per_logits, 1).cpu())
         labels.append(batch_labels)
         boxes += [target["boxes"].numpy() for target in targets]
         image_ids += [target["image_id"] for target in targets]
-        image_size = tuple(images.shape[-2:])
+        image_size = image_size if features is not None else tuple(inputs.shape[-2:])
     return {"maps": torch.cat(maps), "logits": torch.cat(logits), "labels": torch.cat(labels),
             "boxes": boxes, "image_ids": image_ids, "image_size": image_size, "num_branches": len(model.heads)}
 
@@ -87,11 +96,13 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
     # The complementarity figures need each map's CAM threshold, known only now: a second pass.
     cam_thresholds = cam_thresholds or {}
     chosen = [cam_thresholds.get(name, accumulator.best_threshold()) for name, accumulator in zip(names, accumulators)]
-    coverage, peak_in_box, overlap_a_b = np.zeros((num_images, len(names))), np.zeros((num_images, len(names))), []
+    coverage, precision, peak_in_box = (np.zeros((num_images, len(names))) for _ in range(3))
+    overlap_a_b = []
     for i in range(num_images):
         scores = _image_maps(inference, i)
         for m in range(len(names)):
             coverage[i, m] = box_coverage(scores[m], boxes[i], chosen[m])
+            precision[i, m] = box_precision(scores[m], boxes[i], chosen[m])
             peak_in_box[i, m] = _peak_in_box(scores[m], boxes[i])
         if "B" in names:
             overlap_a_b.append(region_overlap(scores[0], scores[1], chosen[0]))
@@ -107,6 +118,7 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
             "max_box_acc": accumulator.max_box_acc(),
             "max_box_acc_v2": accumulator.max_box_acc_v2(),
             "box_coverage": 100 * float(coverage[:, m].mean()),
+            "box_precision": 100 * float(np.nanmean(precision[:, m])) if not np.isnan(precision[:, m]).all() else 0.0,
             "peak_in_box": 100 * float(peak_in_box[:, m].mean()),
             "curves": {f"iou{level}": accumulator.box_accuracy_curve(level, True).round(2).tolist()
                        for level in IOU_LEVELS},
@@ -160,7 +172,8 @@ def compare_evaluations(other_dir, image_ids: list[str], scored: dict[str, Local
 
 TABLE_COLUMNS = [("top1_cls", "top-1 cls"), ("gt_known_loc", "GT-known loc"), ("top1_loc", "top-1 loc"),
                  ("top5_loc", "top-5 loc"), ("max_box_acc", "MaxBoxAcc"), ("max_box_acc_v2", "MaxBoxAccV2"),
-                 ("box_coverage", "box covered"), ("peak_in_box", "peak in box"), ("cam_threshold", "CAM thr")]
+                 ("box_coverage", "box covered"), ("box_precision", "precision"), ("peak_in_box", "peak in box"),
+                 ("cam_threshold", "CAM thr")]
 
 
 def results_table(results: dict) -> str:

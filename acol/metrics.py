@@ -55,6 +55,19 @@ def box_coverage(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: 
     return float((cut_map(localization_map, threshold) & inside).sum() / inside.sum())
 
 
+def box_precision(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> float:
+    """The share of the map's region at ``threshold`` that lies inside a ground-truth box: a map
+    that "covers more of the object" only helps while its region stays on the object. NaN when
+    the region is empty."""
+    region = cut_map(localization_map, threshold)
+    if not region.any():
+        return float("nan")
+    inside = np.zeros(localization_map.shape, dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(gt_boxes).round().astype(int):
+        inside[max(y0, 0):y1, max(x0, 0):x1] = True
+    return float((region & inside).sum() / region.sum())
+
+
 def box_accuracy(ious: np.ndarray, iou_level: int) -> np.ndarray:
     """From [images, thresholds] IoUs: the percentage of images localized at each threshold."""
     return 100 * (ious >= iou_level / 100).mean(0)
