@@ -28,10 +28,11 @@ import gradio as gr  # noqa: E402  (after the offline settings above)
 
 from acol.checkpoint import CheckpointError  # noqa: E402
 from acol.data import ImageLoadError, load_rgb_image  # noqa: E402
+from acol.drawing import (compare_picture, page_pictures, placeholder, render_panels,  # noqa: E402
+                          sweep_strip, write_figure_png)
 from acol.explain import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
-                          call_with_timeout, compare_picture, keep_trimming_freed_memory,
-                          map_large_blocks_separately, page_pictures, placeholder, render_panels,
-                          sweep_strip, top_classes, write_figure_png)
+                          call_with_timeout, keep_trimming_freed_memory, map_large_blocks_separately,
+                          top_classes)
 
 REPO = Path(__file__).resolve().parent
 CHECKPOINTS = REPO / "checkpoints"
