@@ -1,4 +1,5 @@
-"""The ACoL viewer: a Gradio page over ``acol.explain``. Layout and callbacks only.
+"""The ACoL viewer: a Gradio page, layout and callbacks only. Explaining is ``acol.explain``,
+the pictures ``acol.drawing``, what keeps the server small ``acol.serving``.
 
     python app.py [--checkpoints DIR] [--examples DIR] [--share]
 
@@ -30,9 +31,9 @@ from acol.checkpoint import CheckpointError  # noqa: E402
 from acol.data import ImageLoadError, load_rgb_image  # noqa: E402
 from acol.drawing import (compare_picture, page_pictures, placeholder, render_panels,  # noqa: E402
                           sweep_strip, write_figure_png)
-from acol.explain import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
-                          call_with_timeout, keep_trimming_freed_memory, map_large_blocks_separately,
-                          top_classes)
+from acol.explain import top_classes  # noqa: E402
+from acol.serving import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
+                          call_with_timeout, keep_trimming_freed_memory, map_large_blocks_separately)
 
 REPO = Path(__file__).resolve().parent
 CHECKPOINTS = REPO / "checkpoints"

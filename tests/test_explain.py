@@ -7,8 +7,8 @@ from PIL import Image
 
 from acol.drawing import (DISPLAY_SIDE, ERASED_COLOR, compare_picture, four_panel_figure, overlay_mask,
                           page_pictures, render_panels, sweep_strip)
-from acol.explain import (MAX_IMAGE_SIDE, ExampleImages, Explainer, ViewerCache, main, resolve_class,
-                          top_classes)
+from acol.explain import MAX_IMAGE_SIDE, Explainer, main, resolve_class, top_classes
+from acol.serving import ExampleImages, ViewerCache
 
 
 @pytest.fixture(scope="module")
