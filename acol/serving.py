@@ -35,6 +35,7 @@ from .checkpoint import CheckpointError, read_metadata
 from .data import CSVBoxDataset, CUBDataset
 from .explain import Explainer, Explanation
 
+
 # ----------------------------------------------------------------------------------------------
 # One session's memory
 
