@@ -1,4 +1,5 @@
-"""The ACoL viewer: a Gradio page over ``acol.explain``. Layout and callbacks only.
+"""The ACoL viewer: a Gradio page, layout and callbacks only. Explaining is ``acol.explain``,
+the pictures ``acol.drawing``, what keeps the server small ``acol.serving``.
 
     python app.py [--checkpoints DIR] [--examples DIR] [--share]
 
@@ -12,7 +13,7 @@ import argparse
 import os
 import re
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,10 +29,11 @@ import gradio as gr  # noqa: E402  (after the offline settings above)
 
 from acol.checkpoint import CheckpointError  # noqa: E402
 from acol.data import ImageLoadError, load_rgb_image  # noqa: E402
-from acol.explain import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
-                          call_with_timeout, compare_picture, keep_trimming_freed_memory,
-                          map_large_blocks_separately, page_pictures, placeholder, render_panels,
-                          sweep_strip, top_classes, write_figure_png)
+from acol.drawing import (compare_picture, page_pictures, placeholder, render_panels,  # noqa: E402
+                          sweep_strip, write_figure_png)
+from acol.explain import top_classes  # noqa: E402
+from acol.serving import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
+                          call_with_timeout, keep_trimming_freed_memory, map_large_blocks_separately)
 
 REPO = Path(__file__).resolve().parent
 CHECKPOINTS = REPO / "checkpoints"
@@ -93,41 +95,43 @@ def picture(**options) -> gr.Image:
     return gr.Image(show_label=False, type="numpy", format="jpeg", interactive=False, **options)
 
 
-def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr.Blocks:
-    """The viewer's page over the checkpoints in ``checkpoint_dir`` and the example folders."""
-    shelf = CheckpointShelf(checkpoint_dir)
-    examples = ExampleImages([folder for folder in examples_dirs if Path(folder).is_dir()])
-    if not shelf.names():
-        with gr.Blocks(title="ACoL viewer", analytics_enabled=False) as demo:
-            gr.Markdown(f"# ACoL viewer\n**No checkpoint found in `{checkpoint_dir}`.** Train one "
-                        "(`python -m acol train ...`) or start with `python app.py --checkpoints DIR`.")
-        return demo
-    first = shelf[shelf.names()[0]]
-    exports = tempfile.TemporaryDirectory(prefix="acol-exports-")  # removed when the server exits
+def views(explanation, box_threshold):
+    """The four panels as the page shows them, and the status line under the controls."""
+    panels = render_panels(explanation, box_threshold)
+    return *page_pictures(panels), panels.caption
 
-    def baseline_choices(model_name) -> dict:
+
+# ----------------------------------------------------------------------------------------------
+# Callbacks: each takes the tab's ViewerCache and returns it, with what changed on the page
+
+
+class Viewer:
+    """The page's callbacks over a folder of checkpoints and the example images."""
+
+    def __init__(self, shelf: CheckpointShelf, examples: ExampleImages):
+        self.shelf = shelf
+        self.examples = examples
+        self.exports = tempfile.TemporaryDirectory(prefix="acol-exports-")  # removed when the server exits
+
+    def baseline_choices(self, model_name) -> dict:
         """The "CAM baseline" dropdown's choices for a model, the first one chosen."""
-        baselines = shelf.baselines_for(model_name)
+        baselines = self.shelf.baselines_for(model_name)
         return {"choices": baselines, "value": next(iter(baselines), None)}
 
-    def views(explanation, box_threshold):
-        panels = render_panels(explanation, box_threshold)
-        return *page_pictures(panels), panels.caption
-
-    def comparison(cache, compare_open, baseline_name, box_threshold):
+    def comparison(self, cache, compare_open, baseline_name, box_threshold):
         """(cache, picture) for the "Compare with CAM" tab; while it is closed, nothing is computed
         or sent: a slider move stays one event and three pictures (bench/app_load.py)."""
-        return compare_with_cam(cache, baseline_name, box_threshold) if compare_open else (cache, gr.skip())
+        return self.compare_with_cam(cache, baseline_name, box_threshold) if compare_open else (cache, gr.skip())
 
-    def explain_image(path, model_name, erase_threshold, box_threshold, compare_open):
+    def explain_image(self, path, model_name, erase_threshold, box_threshold, compare_open):
         empty = (ViewerCache(), None, None, None, None, gr.update(choices=[], value=None),
                  gr.update(), gr.update())
         if path is None:
             return *empty, "Upload or paste an image, or click an example.", None
 
         def explain_upload():  # timed: decoding costs what the upload makes it cost
-            explainer = shelf[model_name]
-            return explainer, explainer.explain(load_rgb_image(path), examples.true_boxes(path),
+            explainer = self.shelf[model_name]
+            return explainer, explainer.explain(load_rgb_image(path), self.examples.true_boxes(path),
                                                 erase_threshold=erase_threshold if explainer.is_acol else None)
         try:
             explainer, explanation = call_with_timeout(REQUEST_TIMEOUT_S, explain_upload)
@@ -137,73 +141,200 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
             return *empty, f"**Cannot explain this:** {message}", None
         classes = [(f"{name} ({probability:.0%})", index) for index, name, probability in top_classes(explanation)]
         *pictures, status = views(explanation, box_threshold)
-        baselines = baseline_choices(model_name)
-        cache, compared = comparison(ViewerCache(explanation), compare_open, baselines["value"], box_threshold)
+        baselines = self.baseline_choices(model_name)
+        cache, compared = self.comparison(ViewerCache(explanation), compare_open, baselines["value"], box_threshold)
         return (cache, *pictures,
                 gr.update(choices=classes, value=explanation.target_class), gr.update(**baselines),
                 gr.update(interactive=explainer.is_acol), status, compared)
 
-    def set_erase_threshold(cache, erase_threshold, box_threshold, compare_open, baseline_name):
+    def set_erase_threshold(self, cache, erase_threshold, box_threshold, compare_open, baseline_name):
         if cache.explanation is None or cache.explanation.num_branches == 1:
             return cache, *[gr.skip()] * 5
-        explainer = shelf[cache.explanation.model_name]
+        explainer = self.shelf[cache.explanation.model_name]
         explanation = explainer.reexplain(cache.explanation, erase_threshold=erase_threshold)
         _, erased, branch_b, fused, status = views(explanation, box_threshold)
-        cache, compared = comparison(replace(cache, explanation=explanation), compare_open, baseline_name,
-                                     box_threshold)
+        cache, compared = self.comparison(replace(cache, explanation=explanation), compare_open, baseline_name,
+                                          box_threshold)
         return cache, erased, branch_b, fused, status, compared
 
-    def set_class(cache, class_index, box_threshold, compare_open, baseline_name):
+    def set_class(self, cache, class_index, box_threshold, compare_open, baseline_name):
         if cache.explanation is None or class_index is None:
             return cache, *[gr.skip()] * 6
-        explainer = shelf[cache.explanation.model_name]
+        explainer = self.shelf[cache.explanation.model_name]
         explanation = explainer.reexplain(cache.explanation, target_class=int(class_index))
-        cache, compared = comparison(replace(cache, explanation=explanation), compare_open, baseline_name,
-                                     box_threshold)
+        cache, compared = self.comparison(replace(cache, explanation=explanation), compare_open, baseline_name,
+                                          box_threshold)
         return cache, *views(explanation, box_threshold), compared
 
-    def set_box_threshold(cache, box_threshold, compare_open, baseline_name):
+    def set_box_threshold(self, cache, box_threshold, compare_open, baseline_name):
         if cache.explanation is None:
             return cache, gr.skip(), gr.skip(), gr.skip()
         *_, fused, status = views(cache.explanation, box_threshold)
-        cache, compared = comparison(cache, compare_open, baseline_name, box_threshold)
+        cache, compared = self.comparison(cache, compare_open, baseline_name, box_threshold)
         return cache, fused, status, compared
 
-    def delta_sweep(cache):
+    def delta_sweep(self, cache):
         if cache.explanation is None:
             return None
         if cache.explanation.num_branches == 1:
             return placeholder("A one-branch CAM model erases nothing: no sweep.", (640, 120))
-        return sweep_strip(shelf[cache.explanation.model_name].sweep(cache.explanation))
+        return sweep_strip(self.shelf[cache.explanation.model_name].sweep(cache.explanation))
 
-    def compare_with_cam(cache, baseline_name, box_threshold):
+    def compare_with_cam(self, cache, baseline_name, box_threshold):
         """The CAM baseline's map beside ACoL's fused map (the baseline's is computed once per image)."""
         if cache.explanation is None:
             return cache, None
         if cache.explanation.num_branches == 1:
             return cache, placeholder("This is a CAM model: pick an ACoL model\nto compare with it.", (640, 120))
         if not baseline_name:
-            return cache, placeholder(f"No CAM checkpoint with the same classes\nin {shelf.folder}.", (640, 120))
+            return cache, placeholder(f"No CAM checkpoint with the same classes\nin {self.shelf.folder}.", (640, 120))
         try:
-            cache = cache.with_baseline(shelf[baseline_name])
+            cache = cache.with_baseline(self.shelf[baseline_name])
         except CheckpointError as error:
             gr.Warning(str(error))
             return cache, None
         return cache, compare_picture(cache.baseline, cache.explanation, box_threshold)
 
-    def open_comparison(cache, baseline_name, box_threshold):
+    def open_comparison(self, cache, baseline_name, box_threshold):
         """The Compare tab was opened or its baseline changed: draw it, and keep it drawn."""
-        return *compare_with_cam(cache, baseline_name, box_threshold), True
+        return *self.compare_with_cam(cache, baseline_name, box_threshold), True
 
-    def export_png(cache, box_threshold):
+    def export_png(self, cache, box_threshold):
         if cache.explanation is None:
             gr.Warning("Explain an image first.")
             return None
         name = re.sub(r"\W+", "_", cache.explanation.class_names[cache.explanation.target_class]).strip("_")
-        folder = tempfile.mkdtemp(dir=exports.name)  # one per export, so sessions never clash
+        folder = tempfile.mkdtemp(dir=self.exports.name)  # one per export, so sessions never clash
         path = Path(folder) / f"acol_{name or 'class'}.png"
         return str(write_figure_png(render_panels(cache.explanation, box_threshold), path))
 
+
+# ----------------------------------------------------------------------------------------------
+# Layout: the page from top to bottom
+
+
+@dataclass
+class Controls:
+    """The inputs the events read, and the export button with its file."""
+
+    image: gr.Image
+    model: gr.Dropdown
+    class_choice: gr.Dropdown
+    delta: gr.Slider
+    box: gr.Slider
+    export: gr.Button
+    exported: gr.File
+
+
+def build_controls(shelf: CheckpointShelf, examples: ExampleImages) -> Controls:
+    """The row above the views: the image, the model and its three knobs, examples and export."""
+    first = shelf[shelf.names()[0]]
+    with gr.Row():
+        with gr.Column(scale=2, min_width=260):
+            image = image_input(label="Image (upload or paste)", sources=["upload", "clipboard"], height=280)
+        with gr.Column(scale=2, min_width=260):
+            model = gr.Dropdown(shelf.names(), value=first.name, label="Model")
+            class_choice = gr.Dropdown([], label="Class that drives the erasing (top-5 of branch A)")
+            delta = gr.Slider(0.0, 1.0, value=first.model.erase_threshold, step=0.05,
+                              label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
+            box = gr.Slider(0.0, 1.0, value=first.default_box_threshold, step=0.05,
+                            label="Box threshold (fraction of the fused map's peak)")
+        with gr.Column(scale=3, min_width=260):
+            if examples.paths:
+                gr.Examples(examples.paths, inputs=image, label="Examples", examples_per_page=12)
+            export = gr.Button("Export the four-panel figure (PNG)")
+            exported = gr.File(label="Four-panel figure", interactive=False, elem_id="figure-file")
+    return Controls(image, model, class_choice, delta, box, export, exported)
+
+
+PANEL_TITLES = {"branch-a": "Branch A's map", "erased": "Erased features (feature cells)",
+                "branch-b": "Branch B's map (on erased features)", "fused": "Fused map + box"}
+
+
+def build_panels() -> list[gr.Image]:
+    """The four views in a row, in PANEL_TITLES' order (each picture's elem_id is its key)."""
+    panels = []
+    with gr.Row(equal_height=True):
+        for key, title in PANEL_TITLES.items():
+            with gr.Column(min_width=200):
+                gr.Markdown(f"**{title}**")
+                panels.append(picture(elem_id=key, buttons=["fullscreen"]))
+    return panels
+
+
+@dataclass
+class Tabs:
+    """The two tabs under the views, and what each holds."""
+
+    sweep_tab: gr.Tab
+    sweep: gr.Image
+    compare_tab: gr.Tab
+    baseline: gr.Dropdown
+    compared: gr.Image
+
+
+def build_tabs(baselines: dict) -> Tabs:
+    """The "Delta sweep" and "Compare with CAM" tabs under the views; ``baselines`` are the
+    first model's CAM baseline choices."""
+    with gr.Tabs():
+        with gr.Tab("Delta sweep") as sweep_tab:
+            gr.Markdown("Erased features (top) and branch B's map (bottom) at each δ.")
+            sweep = picture()
+        with gr.Tab("Compare with CAM") as compare_tab:
+            baseline = gr.Dropdown(**baselines, label="CAM baseline")
+            compared = picture(elem_id="comparison")
+    return Tabs(sweep_tab, sweep, compare_tab, baseline, compared)
+
+
+# ----------------------------------------------------------------------------------------------
+# Events
+
+
+def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, status: gr.Markdown,
+                controls: Controls, panels: list[gr.Image], tabs: Tabs) -> None:
+    """Each control is one event that also refreshes the comparison when its tab is open. The
+    sweep does not depend on δ, so only a new image or class refreshes it, as a follow-up."""
+    image, model, class_choice, delta, box = (controls.image, controls.model, controls.class_choice,
+                                              controls.delta, controls.box)
+    compared = tabs.compared
+    refresh_sweep = dict(fn=viewer.delta_sweep, inputs=[cache], outputs=[tabs.sweep], show_progress="hidden")
+    extras = [compare_open, tabs.baseline]
+    gr.on([image.change, model.change], viewer.explain_image, inputs=[image, model, delta, box, compare_open],
+          outputs=[cache, *panels, class_choice, tabs.baseline, delta, status, compared], api_name="explain",
+          ).then(**refresh_sweep, api_name="sweep")
+    delta.change(viewer.set_erase_threshold, [cache, delta, box, *extras], [cache, *panels[1:], status, compared],
+                 api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last",
+                 concurrency_limit=SLIDER_CONCURRENCY)
+    class_choice.input(viewer.set_class, [cache, class_choice, box, *extras], [cache, *panels, status, compared],
+                       api_name="set_class").then(**refresh_sweep, api_visibility="undocumented")
+    box.change(viewer.set_box_threshold, [cache, box, *extras], [cache, panels[3], status, compared],
+               api_name="set_box_threshold", show_progress="hidden", trigger_mode="always_last",
+               concurrency_limit=SLIDER_CONCURRENCY)
+    gr.on([tabs.compare_tab.select, tabs.baseline.input], viewer.open_comparison, [cache, tabs.baseline, box],
+          [cache, compared, compare_open], api_name="compare", show_progress="hidden")
+    tabs.sweep_tab.select(lambda: False, None, compare_open, api_visibility="private")
+    controls.export.click(viewer.export_png, [cache, box], [controls.exported], api_name="export")
+
+
+# ----------------------------------------------------------------------------------------------
+# The page
+
+
+def no_checkpoint_page(checkpoint_dir) -> gr.Blocks:
+    """What the page says when there is nothing to explain with."""
+    with gr.Blocks(title="ACoL viewer", analytics_enabled=False) as demo:
+        gr.Markdown(f"# ACoL viewer\n**No checkpoint found in `{checkpoint_dir}`.** Train one "
+                    "(`python -m acol train ...`) or start with `python app.py --checkpoints DIR`.")
+    return demo
+
+
+def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr.Blocks:
+    """The viewer's page over the checkpoints in ``checkpoint_dir`` and the example folders."""
+    shelf = CheckpointShelf(checkpoint_dir)
+    examples = ExampleImages([folder for folder in examples_dirs if Path(folder).is_dir()])
+    if not shelf.names():
+        return no_checkpoint_page(checkpoint_dir)
+    viewer = Viewer(shelf, examples)
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour.
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         cache = gr.State(ViewerCache(), time_to_live=3600)  # an idle tab's image and features go after an hour
@@ -211,58 +342,12 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         gr.Markdown("# ACoL: where does the classifier look?\nAdversarial Complementary Learning "
                     "(Zhang et al., CVPR 2018) localizes objects from image labels only: erase what "
                     "branch A found, and branch B must find the rest.")
-        with gr.Row():
-            with gr.Column(scale=2, min_width=260):
-                image = image_input(label="Image (upload or paste)", sources=["upload", "clipboard"], height=280)
-            with gr.Column(scale=2, min_width=260):
-                model = gr.Dropdown(shelf.names(), value=first.name, label="Model")
-                class_choice = gr.Dropdown([], label="Class that drives the erasing (top-5 of branch A)")
-                delta = gr.Slider(0.0, 1.0, value=first.model.erase_threshold, step=0.05,
-                                  label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
-                box = gr.Slider(0.0, 1.0, value=first.default_box_threshold, step=0.05,
-                                label="Box threshold (fraction of the fused map's peak)")
-            with gr.Column(scale=3, min_width=260):
-                if examples.paths:
-                    gr.Examples(examples.paths, inputs=image, label="Examples", examples_per_page=12)
-                export = gr.Button("Export the four-panel figure (PNG)")
-                exported = gr.File(label="Four-panel figure", interactive=False, elem_id="figure-file")
+        controls = build_controls(shelf, examples)
         status = gr.Markdown("Upload or paste an image, or click an example.", elem_id="status")
-        with gr.Row(equal_height=True):
-            panels = []
-            titles = {"branch-a": "Branch A's map", "erased": "Erased features (feature cells)",
-                      "branch-b": "Branch B's map (on erased features)", "fused": "Fused map + box"}
-            for key, title in titles.items():
-                with gr.Column(min_width=200):
-                    gr.Markdown(f"**{title}**")
-                    panels.append(picture(elem_id=key, buttons=["fullscreen"]))
-        with gr.Tabs():
-            with gr.Tab("Delta sweep") as sweep_tab:
-                gr.Markdown("Erased features (top) and branch B's map (bottom) at each δ.")
-                sweep = picture()
-            with gr.Tab("Compare with CAM") as compare_tab:
-                baseline = gr.Dropdown(**baseline_choices(first.name), label="CAM baseline")
-                compared = picture(elem_id="comparison")
+        panels = build_panels()
+        tabs = build_tabs(viewer.baseline_choices(shelf.names()[0]))
         gr.Markdown(HOW_TO_READ)
-
-        # Each control is one event that also refreshes the comparison when its tab is open. The
-        # sweep does not depend on δ, so only a new image or class refreshes it, as a follow-up.
-        refresh_sweep = dict(fn=delta_sweep, inputs=[cache], outputs=[sweep], show_progress="hidden")
-        extras = [compare_open, baseline]
-        gr.on([image.change, model.change], explain_image, inputs=[image, model, delta, box, compare_open],
-              outputs=[cache, *panels, class_choice, baseline, delta, status, compared], api_name="explain",
-              ).then(**refresh_sweep, api_name="sweep")
-        delta.change(set_erase_threshold, [cache, delta, box, *extras], [cache, *panels[1:], status, compared],
-                     api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last",
-                     concurrency_limit=SLIDER_CONCURRENCY)
-        class_choice.input(set_class, [cache, class_choice, box, *extras], [cache, *panels, status, compared],
-                           api_name="set_class").then(**refresh_sweep, api_visibility="undocumented")
-        box.change(set_box_threshold, [cache, box, *extras], [cache, panels[3], status, compared],
-                   api_name="set_box_threshold", show_progress="hidden", trigger_mode="always_last",
-                   concurrency_limit=SLIDER_CONCURRENCY)
-        gr.on([compare_tab.select, baseline.input], open_comparison, [cache, baseline, box],
-              [cache, compared, compare_open], api_name="compare", show_progress="hidden")
-        sweep_tab.select(lambda: False, None, compare_open, api_visibility="private")
-        export.click(export_png, [cache, box], [exported], api_name="export")
+        wire_events(viewer, cache, compare_open, status, controls, panels, tabs)
     # Each callback has its own queue slot(s), so a slider move need not wait behind an upload;
     # one at a time unless said otherwise. Beyond QUEUE_LIMIT waiting events, users are told the
     # queue is full.

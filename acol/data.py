@@ -20,6 +20,8 @@ Readers:
     CUBDataset       the official CUB-200-2011 text files (also the 50-class cub50 slice)
     WSOLEvalDataset  clovaai/wsolevaluation metadata folders
     CSVBoxDataset    an image folder + one CSV `path,label,x0,y0,x1,y1`
+
+`acol.datasets.build_dataset` opens any of them, or the synthetic set, by looking at the path.
 """
 
 from __future__ import annotations
@@ -493,41 +495,6 @@ def make_loader(dataset, batch_size: int, workers: int, **options) -> DataLoader
 
 # ----------------------------------------------------------------------------------------------
 # Convenience
-
-
-SYNTHETIC_SPLITS = {"train": (2000, 0), "test": (500, 1)}  # split -> (num_images, seed)
-
-
-def build_dataset(kind_or_root: str | Path, split: str = "train", transform=None, data_root: str | Path | None = None):
-    """Open a dataset by looking at what `kind_or_root` is.
-
-    - "synthetic": SyntheticParts with the default sizes/seeds in SYNTHETIC_SPLITS
-    - a .csv file, or a folder holding `<split>.csv`: CSVBoxDataset (images relative to the CSV's folder)
-    - a folder with images.txt and bounding_boxes.txt: CUBDataset(folder, split)
-    - a wsolevaluation metadata folder (image_ids.txt, class_labels.txt), or a folder holding
-      `metadata/<split>/` or `<split>/` with them: WSOLEvalDataset, images relative to
-      data_root (default: the folder given)
-    """
-    if str(kind_or_root) == "synthetic":
-        from acol.synthetic import SyntheticParts  # lazy: synthetic imports this module
-
-        if split not in SYNTHETIC_SPLITS:
-            raise ValueError(f"synthetic splits are {list(SYNTHETIC_SPLITS)}, got {split!r}")
-        num_images, seed = SYNTHETIC_SPLITS[split]
-        return SyntheticParts(num_images, seed=seed, transform=transform)
-
-    root = Path(kind_or_root)
-    if root.suffix.lower() == ".csv" and root.is_file():
-        return CSVBoxDataset(root.parent, root, transform)
-    if (root / f"{split}.csv").is_file():
-        return CSVBoxDataset(root, root / f"{split}.csv", transform)
-    if (root / "images.txt").is_file() and (root / "bounding_boxes.txt").is_file():
-        return CUBDataset(root, split, transform)
-    for metadata_dir in (root, root / "metadata" / split, root / split):
-        if (metadata_dir / "image_ids.txt").is_file() and (metadata_dir / "class_labels.txt").is_file():
-            return WSOLEvalDataset(data_root or root, metadata_dir, transform)
-    raise ValueError(f"cannot tell the dataset layout of {root}: expected 'synthetic', a .csv, a CUB folder "
-                     "(images.txt + bounding_boxes.txt) or wsolevaluation metadata (image_ids.txt + class_labels.txt)")
 
 
 def split_train_val(dataset, val_fraction: float, seed: int = 0) -> tuple[Subset, Subset]:

@@ -259,7 +259,8 @@ def ship_checkpoint(path, model, config: dict, results: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_checkpoint
-    from .data import build_dataset, eval_transform, make_loader
+    from .data import eval_transform, make_loader
+    from .datasets import build_dataset
     parser = argparse.ArgumentParser(prog="python -m acol evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")

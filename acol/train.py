@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from .backbones import create_backbone
 from .checkpoint import atomic_path, save_checkpoint, write_safetensors
-from .data import ImageLoadError, build_dataset, eval_transform, make_loader, train_transform
+from .data import ImageLoadError, eval_transform, make_loader, train_transform
+from .datasets import build_dataset
 from .evaluate import compute_metrics, map_names, run_inference
 from .feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
 from .metrics import CAM_THRESHOLDS

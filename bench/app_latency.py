@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from acol import ACoL, create_backbone  # noqa: E402
 from acol.checkpoint import save_checkpoint  # noqa: E402
-from acol.explain import DEFAULT_CHECKPOINT, Explainer, page_pictures, render_panels  # noqa: E402
+from acol.drawing import page_pictures, render_panels  # noqa: E402
+from acol.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
 
 SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS = 30, 150
 

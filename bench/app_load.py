@@ -41,7 +41,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from gradio_client import Client, handle_file  # noqa: E402
 
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
-from acol.explain import CheckpointShelf  # noqa: E402
+from acol.serving import CheckpointShelf  # noqa: E402
 
 DELTAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # gradio_client opens two fresh httpx clients per request, and httpx builds a TLS context for

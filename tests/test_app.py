@@ -201,7 +201,7 @@ def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_c
     from gradio_client.exceptions import AppError
 
     from acol.checkpoint import CheckpointError
-    from acol.explain import CheckpointShelf
+    from acol.serving import CheckpointShelf
     for name in ("../../etc/passwd", "/etc/passwd", str(tiny_checkpoints / "tiny_acol")):
         with pytest.raises(AppError, match="not in the list of choices"):
             explain(client, noise_png(tmp_path / "x.png"), model=name)
@@ -282,7 +282,7 @@ def test_a_10000_pixel_square_upload_neither_exhausts_memory_nor_blocks_other_us
 
 
 def test_memory_the_server_freed_goes_back_to_the_system():
-    from acol.explain import trim_freed_memory
+    from acol.serving import trim_freed_memory
     pictures = [np.ones(60_000, np.uint8) for _ in range(2000)]  # 120 MB of picture-sized blocks
     last = pictures[-1]  # still in use: glibc cannot simply shrink its heap from the top
     allocated = memory_status("RssAnon")
@@ -311,7 +311,7 @@ def freed_blocks_kept(map_separately: bool) -> tuple[float, float]:
 import sys
 import numpy as np
 sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
-from acol.explain import map_large_blocks_separately
+from acol.serving import map_large_blocks_separately
 from test_app import kept_after_freeing
 np.ones(30 << 20, np.uint8)  # one large block freed: glibc now keeps blocks to 30 MB, and 60 MB free on top
 if {map_separately}:

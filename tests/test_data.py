@@ -14,7 +14,6 @@ from acol.data import (
     CUBDataset,
     ImageLoadError,
     WSOLEvalDataset,
-    build_dataset,
     denormalize,
     eval_transform,
     load_rgb_image,
@@ -22,6 +21,7 @@ from acol.data import (
     split_train_val,
     train_transform,
 )
+from acol.datasets import build_dataset
 
 REAL_CUB50 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cub50"
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from acol.explain import (DISPLAY_SIDE, MAX_IMAGE_SIDE, ERASED_COLOR, ExampleImages, Explainer,
-                          ViewerCache, compare_picture, four_panel_figure, main, overlay_mask,
-                          page_pictures, render_panels, resolve_class, sweep_strip, top_classes)
+from acol.drawing import (DISPLAY_SIDE, ERASED_COLOR, compare_picture, four_panel_figure, overlay_mask,
+                          page_pictures, render_panels, sweep_strip)
+from acol.explain import MAX_IMAGE_SIDE, Explainer, main, resolve_class, top_classes
+from acol.serving import ExampleImages, ViewerCache
 
 
 @pytest.fixture(scope="module")
