@@ -102,6 +102,32 @@ def paired_bootstrap(first: np.ndarray, second: np.ndarray, draws: int = 2000, s
             "draws": draws, "share_at_most_0": 100 * float((margins <= 0).mean())}
 
 
+def seeded_paired_bootstrap(firsts: list[np.ndarray], seconds: list[np.ndarray], draws: int = 2000,
+                            seed: int = 0) -> dict:
+    """A MaxBoxAccV2 margin over training seeds and images together. ``firsts[s]`` and
+    ``seconds[s]`` are the [images, thresholds] best-component IoUs of seed ``s``'s two models
+    (ACoL and its same-recipe CAM, say) on the same images. Each draw resamples the seeds and
+    the images with replacement (the same images for every seed and both models); its margin is
+    the mean over the drawn seeds. So the interval holds both kinds of luck: which images were
+    evaluated, and how training went."""
+    if len(firsts) != len(seconds) or not firsts:
+        raise ValueError(f"one pair of evaluations per seed: {len(firsts)} against {len(seconds)}")
+    if len({array.shape for array in [*firsts, *seconds]}) != 1:
+        raise ValueError("every evaluation must score the same images at the same thresholds")
+    rng = np.random.default_rng(seed)
+    num_images, num_seeds = len(firsts[0]), len(firsts)
+    counts = rng.multinomial(num_images, np.full(num_images, 1 / num_images), size=draws)
+    per_seed = np.stack([resampled_max_box_acc_v2(first, counts) - resampled_max_box_acc_v2(second, counts)
+                         for first, second in zip(firsts, seconds)])  # [seeds, draws]
+    drawn_seeds = rng.integers(num_seeds, size=(draws, num_seeds))
+    margins = per_seed[drawn_seeds, np.arange(draws)[:, None]].mean(1)
+    low, high = np.percentile(margins, [2.5, 97.5])
+    seed_margins = [max_box_acc_v2(first) - max_box_acc_v2(second) for first, second in zip(firsts, seconds)]
+    return {"margin": float(np.mean(seed_margins)), "seed_margins": seed_margins,
+            "interval_95": [float(low), float(high)], "draws": draws,
+            "share_at_most_0": 100 * float((margins <= 0).mean())}
+
+
 class LocalizationAccumulator:
     """Collects per-image IoU curves of one kind of map, then reads every metric off them."""
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from acol.evaluate import compute_metrics, results_table
-from acol.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage, iou_per_threshold,
-                          max_box_acc_v2, paired_bootstrap, region_overlap, resampled_max_box_acc_v2)
+from acol.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage, box_precision, iou_per_threshold,
+                          max_box_acc_v2, paired_bootstrap, region_overlap, resampled_max_box_acc_v2,
+                          seeded_paired_bootstrap)
 
 
 def painted_map(side: int, box, *patches):
@@ -130,3 +131,26 @@ def test_compute_metrics_reports_every_map_and_the_table():
     assert fused["max_box_acc_v2"] == pytest.approx(100)
     assert results["region_iou_A_B"] == pytest.approx(100)
     assert "| fused |" in results_table(results)
+
+
+def test_the_seeded_margin_averages_seeds_and_its_interval_holds_seed_noise():
+    ones = localized(10, range(10))
+    none = localized(10, [])
+    half = localized(10, range(5))
+    steady = seeded_paired_bootstrap([ones, ones, ones], [half, half, half])
+    assert steady["margin"] == pytest.approx(50) and steady["seed_margins"] == pytest.approx([50, 50, 50])
+    # one lucky seed out of three: the same mean margin as above would be 100/3, and the
+    # interval must reach down to 0 (a draw of the two unlucky seeds alone)
+    lucky = seeded_paired_bootstrap([ones, half, half], [half, half, half])
+    assert lucky["margin"] == pytest.approx(50 / 3)
+    assert lucky["interval_95"][0] == pytest.approx(0) and lucky["share_at_most_0"] > 10
+    with pytest.raises(ValueError, match="one pair"):
+        seeded_paired_bootstrap([ones], [none, none])
+
+
+def test_precision_is_the_share_of_the_region_inside_the_box():
+    scores = np.zeros((4, 8), dtype=np.float32)
+    scores[:, :4] = 1     # the region: the left half
+    assert box_precision(scores, np.array([[0, 0, 2, 4]]), 0.5) == pytest.approx(0.5)   # half of it in the box
+    assert box_precision(scores, np.array([[0, 0, 8, 4]]), 0.5) == pytest.approx(1.0)
+    assert np.isnan(box_precision(np.ones((4, 4)), np.array([[0, 0, 2, 2]]), 0.5))      # no region at all
