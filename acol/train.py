@@ -53,14 +53,14 @@ class TrainConfig:
     """Everything that defines a run. Defaults are the paper's recipe on a small CPU budget."""
 
     data: str = "synthetic"           # a dataset root/CSV, or "synthetic" for the teaching set
-    train_split: str = "train"
+    train_split: str = "train"        # the split trained on
     val_split: str = "test"           # cub50: the 500 "test" images are the validation split
     synthetic_images: int = 2000      # synthetic only: training images (validation: a quarter)
-    synthetic_classes: int = 4
-    backbone: str = "efficientnet_lite0"
+    synthetic_classes: int = 4        # synthetic only: classes (head colours), 2-8
+    backbone: str = "efficientnet_lite0"  # a name in acol.backbones.BACKBONES
     weights: str | None = "imagenet"  # "imagenet", a local file, or None for random init
     num_branches: int = 2             # 1 = CAM baseline, 2 = ACoL
-    erase_threshold: float = 0.6
+    erase_threshold: float = 0.6      # delta: erase the features where A's normalized map >= it
     head: str = "paper"               # "paper" (conv3x3 x2 -> conv1x1) or "linear" (ReLU -> conv1x1)
     head_width: int = 1024            # the paper head's width ("linear" has no hidden layer)
     nonnegative_class_weights: bool = False  # keep each class layer's weights >= 0
@@ -69,22 +69,22 @@ class TrainConfig:
     cache_views: int = 0              # with trainable_stages: cache the frozen stages' output for N views an image
     view_seed: int = 0                # the cached views' crops and flips (the same for every run seed)
     feature_cache: str | None = None  # the cache file (default: <out>/feature_cache.safetensors)
-    input_size: int = 224
+    input_size: int = 224             # the square side the network sees, in pixels
     resize_size: int | None = None    # default: input_size * 256 / 224 (the paper's 256 -> 224)
-    epochs: int = 30
-    batch_size: int = 32
+    epochs: int = 30                  # passes over the training set
+    batch_size: int = 32              # images per SGD step
     lr: float = 1e-3                  # backbone; the new classifier heads learn 10x faster
-    head_lr_multiplier: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    seed: int = 0
-    workers: int = 1                  # bench/train_speed.py: on 2 cores one keeps the model fed
-    device: str = "auto"
-    out: str = "runs/acol"
+    head_lr_multiplier: float = 10.0  # the heads' lr is lr times this
+    momentum: float = 0.9             # SGD momentum
+    weight_decay: float = 1e-4        # SGD weight decay, every trained parameter
+    warmup_epochs: float = 1.0        # linear lr warm-up, then a cosine to 0
+    seed: int = 0                     # heads' init, shuffling and augmentation
+    workers: int = 1                  # loader processes (on 2 cores one keeps the model fed: bench/train_speed.py)
+    device: str = "auto"              # "auto" (CUDA if there is one), "cpu", "cuda:1", ...
+    out: str = "runs/acol"            # the run folder
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, smoke runs)
     val_every: int = 1                # validate every N epochs (and always after the last)
-    half_checkpoint: bool = True
+    half_checkpoint: bool = True      # store model.safetensors in float16 (half the size)
 
 
 def parse_bool(text: str) -> bool:

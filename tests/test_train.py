@@ -294,3 +294,19 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
     (row,) = run_dir_rows(run)
     assert float(row["train_loss"]) > 0
     load_checkpoint(run / "model.safetensors")
+
+
+def test_every_flag_has_its_one_line_help_and_a_boolean_flag_refuses_a_typo(capsys):
+    from dataclasses import fields
+
+    from acol.train import TrainConfig, field_comments
+    comments = field_comments(TrainConfig)
+    assert set(comments) == {field.name for field in fields(TrainConfig)}  # none without its comment
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--trainable-stages INT only the backbone's last N stages train" in help_text
+    assert "--freeze-backbone BOOL train the heads only" in help_text
+    with pytest.raises(SystemExit):
+        train_main(TINY_RUN + ["--freeze-backbone", "ture"])
+    assert "expected true or false, got 'ture'" in capsys.readouterr().err
