@@ -145,7 +145,7 @@ class Viewer:
         except CheckpointError as error:
             return f"**{model_name}** cannot be loaded: {error}"
         kind = "ACoL, two branches" if explainer.is_acol else "CAM, one branch"
-        return f"**This model: {model_name}** ({kind}). {explainer.description}"
+        return f"**This model: {model_name}** ({kind}, {explainer.known_classes}). {explainer.description}"
 
     def baseline_choices(self, model_name) -> dict:
         """The "CAM baseline" dropdown's choices for a model, the first one chosen."""
@@ -370,7 +370,7 @@ def build_controls(viewer: Viewer, first: FirstView) -> Controls:
             example_sets = []
             for index, group in enumerate(viewer.examples.groups):
                 example_sets.append(gr.Dataset(components=["image"], samples=[[path] for path in group.paths],
-                                               type="index", label=f"Examples for this model ({group.folder.name})",
+                                               type="index", label="Examples made for this model (click one)",
                                                samples_per_page=12, visible=index in groups,
                                                elem_id=f"examples-{index}"))
                 # The copies Gradio serves (in its cache): what a click may hand back to the page.
@@ -381,7 +381,7 @@ def build_controls(viewer: Viewer, first: FirstView) -> Controls:
     return Controls(image, model, class_choice, delta, box, example_sets, no_examples, export, exported)
 
 
-PANEL_TITLES = {"branch-a": "Branch A's map", "erased": "Erased features (click a cell to erase or restore it)",
+PANEL_TITLES = {"branch-a": "Branch A's map", "erased": "Erased features (click a cell)",
                 "branch-b": "Branch B's map (on erased features)", "fused": "Fused map + box"}
 
 
@@ -408,9 +408,9 @@ def build_views(first: FirstView) -> Views:
                 panels.append(picture(elem_id=key, buttons=["fullscreen"], value=value))
                 if key == "branch-b":
                     verdict = gr.Markdown(first.verdict, elem_id="verdict-b")
+    gr.Markdown("**Erase by hand:** click a cell of the erased features to erase or restore it, or "
+                "give its row and column (from 0, top left); B and the fused map follow.", elem_id="by-hand")
     with gr.Row(equal_height=True):
-        gr.Markdown("**Erase by hand:** click a cell of the erased features, or give its row and "
-                    "column (from 0, top left).", elem_id="by-hand")
         row = gr.Number(label="Row", precision=0, minimum=0, value=None, min_width=80)
         col = gr.Number(label="Column", precision=0, minimum=0, value=None, min_width=80)
         toggle = gr.Button("Erase / restore this cell", min_width=120)
@@ -515,7 +515,9 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         compare_open = gr.State(False)  # is the "Compare with CAM" tab showing?
         gr.Markdown("# ACoL: where does the classifier look?\nAdversarial Complementary Learning "
                     "(Zhang et al., CVPR 2018) localizes objects from image labels only: erase what "
-                    "branch A found, and branch B must find other evidence of the same class.")
+                    "branch A found, and branch B must find other evidence of the same class. Below, "
+                    "a worked example is already explained: move δ, click a feature cell, pick "
+                    "another example or model, or upload your own picture.")
         controls = build_controls(viewer, first)
         status = gr.Markdown(first.status, elem_id="status")
         about = gr.Markdown(first.about, elem_id="model-about")

@@ -116,16 +116,19 @@ class Explainer:
         of its recorded validation figures."""
         if str(self.config.get("description") or "").strip():
             return str(self.config["description"]).strip()
-        kind = "CAM (one branch)" if not self.is_acol else "ACoL (two branches)"
-        text = f"A {kind} model of {self.known_classes}, {self.config['input_size']} px input."
+        text = f"A model of {self.known_classes}, at {self.config['input_size']} px."
         validation = self.config.get("metrics", {}).get("validation", {})
         maps = validation.get("maps", {})
-        if "A" in maps:
-            figures = [f"branch A classifies {maps['A'].get('top1_cls', float('nan')):.1f}% right (top-1)"]
-            figures += [f"{name}'s map boxes {maps[key]['max_box_acc_v2']:.1f}% (MaxBoxAccV2)"
-                        for key, name in (("A", "A" if self.is_acol else "the map"), ("B", "B"), ("fused", "the fused"))
-                        if "max_box_acc_v2" in maps.get(key, {})]
-            text += f" On its validation images ({validation.get('split', 'held out')}): {', '.join(figures)}."
+        boxed = [f"{name} {maps[key]['max_box_acc_v2']:.1f}%" for key, name in
+                 (("A", "A" if self.is_acol else "the map"), ("B", "B"), ("fused", "fused"))
+                 if "max_box_acc_v2" in maps.get(key, {})]
+        classified = maps.get("A", {}).get("top1_cls")
+        if classified is not None or boxed:
+            figures = [] if classified is None else [
+                f"{'branch A' if self.is_acol else 'it'} classifies {classified:.1f}% right (top-1)"]
+            if boxed:
+                figures.append(f"MaxBoxAccV2 (boxes found, mean over IoU 0.3/0.5/0.7) {', '.join(boxed)}")
+            text += f" On its validation images ({validation.get('split', 'held out')} split): {'; '.join(figures)}."
         else:
             text += " No validation figures are recorded in the checkpoint."
         return text

@@ -68,17 +68,23 @@ TEACHING_DESCRIPTION = "A tiny random-init test model of the synthetic examples'
 def tiny_checkpoints(tmp_path_factory):
     """A folder of random-init tiny checkpoints (64-pixel input, so 8x8 feature maps):
     ``tiny_acol`` and its one-branch CAM baseline ``tiny_cam`` (3 bird-like classes, the classes
-    of ``tiny_cub_root``), and ``tiny_synthetic_acol``, the teaching model: the classes of the
+    of ``tiny_cub_root``; validated box thresholds, and validation figures but no description
+    for ``tiny_acol``), and ``tiny_synthetic_acol``, the teaching model: the classes of the
     bundled examples (assets/examples) and a description."""
     from acol import ACoL, create_backbone
     from acol.checkpoint import save_checkpoint
     folder = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
+    validated = {"tiny_acol": {"cam_thresholds": {"A": 0.3, "B": 0.3, "fused": 0.45},
+                               "validation": {"split": "test", "maps": {"A": {"top1_cls": 35.0, "max_box_acc_v2": 20.0},
+                                                                        "fused": {"max_box_acc_v2": 22.5}}}},
+                 "tiny_cam": {"cam_thresholds": {"A": 0.35}}}
     for name, branches, classes in (("tiny_acol", 2, TINY_CLASSES), ("tiny_cam", 1, TINY_CLASSES),
                                     ("tiny_synthetic_acol", 2, example_class_names())):
         model = ACoL(create_backbone("tiny"), len(classes), num_branches=branches, head_width=16)
         save_checkpoint(folder / f"{name}.safetensors", model.eval(), backbone="tiny",
-                        class_names=classes, input_size=64)
+                        class_names=classes, input_size=64, metrics=validated.get(name),
+                        recipe={"data": "synthetic" if name == "tiny_synthetic_acol" else "tiny-cub-root"})
     describe_checkpoint(folder / "tiny_synthetic_acol.safetensors", TEACHING_DESCRIPTION)
     return folder
 

@@ -216,7 +216,7 @@ def test_an_unlikely_top_class_gets_a_note_on_what_the_model_knows(acol_explaine
     unsure = replace(explanation, probabilities=torch.tensor([0.19, 0.01, 0.0]))  # 3 classes: as if more
     assert acol_explainer.doubt(sure) == ""
     note = acol_explainer.doubt(unsure)
-    assert "only 19%" in note and "knows only its 3 classes" in note and "where it looks" in note
+    assert "only 19%" in note and "knows only its 3 bird species" in note and "where it looks" in note
 
 
 def test_resolve_class_by_index_name_or_unique_part():
