@@ -116,7 +116,7 @@ class Explainer:
         of its recorded validation figures."""
         if str(self.config.get("description") or "").strip():
             return str(self.config["description"]).strip()
-        text = f"A model of {self.known_classes}, at {self.config['input_size']} px."
+        text = f"Input: {self.config['input_size']} x {self.config['input_size']} pixels."
         validation = self.config.get("metrics", {}).get("validation", {})
         maps = validation.get("maps", {})
         boxed = [f"{name} {maps[key]['max_box_acc_v2']:.1f}%" for key, name in
