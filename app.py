@@ -59,7 +59,7 @@ average is the class score. So it lights up the evidence that classified the ima
 
 **Erased features.** ACoL zeroes the backbone *feature* cells where A's map is >= δ (blue).
 Each grid cell is one position of the feature map, a square patch of the model's input (the
-panel's title gives the grid): whole cells are erased, not pixels. A lower δ erases more.
+line above the views counts them): whole cells are erased, not pixels. A lower δ erases more.
 **Click a cell** to erase or restore it by hand and see what B makes of your mask; moving δ or
 "Back to the δ mask" erases by A's map again.
 
@@ -335,8 +335,7 @@ class FirstView:
 
 @dataclass
 class Controls:
-    """The inputs the events read, the examples (one set per example folder) and the export
-    button with its file."""
+    """The inputs the events read and the examples (one set per example folder)."""
 
     image: gr.Image
     model: gr.Dropdown
@@ -344,14 +343,13 @@ class Controls:
     delta: gr.Slider
     box: gr.Slider
     example_sets: list[gr.Dataset]
+    example_boxes: list[gr.Column]  # one around each set: what a model change shows or hides
     no_examples: gr.Markdown
-    export: gr.Button
-    exported: gr.File
 
 
 def build_controls(viewer: Viewer, first: FirstView) -> Controls:
-    """The row above the views: the image, the model and its three knobs, the model's examples
-    and export; every one showing the first view."""
+    """The row above the views: the image, the model and its three knobs, and the model's
+    examples; every one showing the first view."""
     explainer = viewer.shelf[first.model]
     with gr.Row():
         with gr.Column(scale=2, min_width=260):
@@ -367,18 +365,19 @@ def build_controls(viewer: Viewer, first: FirstView) -> Controls:
                             label="Box threshold (fraction of the fused map's peak)", elem_id="box-threshold")
         with gr.Column(scale=3, min_width=260):
             groups = viewer.examples.for_model(viewer.shelf.class_names(first.model))
-            example_sets = []
+            example_sets, example_boxes = [], []
             for index, group in enumerate(viewer.examples.groups):
-                example_sets.append(gr.Dataset(components=["image"], samples=[[path] for path in group.paths],
-                                               type="index", label="Examples made for this model (click one)",
-                                               samples_per_page=12, visible=index in groups,
-                                               elem_id=f"examples-{index}"))
+                # Shown and hidden through a Column: updating a Dataset itself would rebuild it
+                # from the folder's paths, which a running server may not read (not in its cwd).
+                with gr.Column(visible=index in groups, elem_id=f"examples-{index}") as box_of_set:
+                    example_sets.append(gr.Dataset(components=["image"], samples=[[path] for path in group.paths],
+                                                   type="index", label="Examples made for this model (click one)",
+                                                   samples_per_page=12))
+                example_boxes.append(box_of_set)
                 # The copies Gradio serves (in its cache): what a click may hand back to the page.
                 viewer.example_files[index] = [sample[0]["path"] for sample in example_sets[-1].samples]
             no_examples = gr.Markdown(viewer.no_examples(first.model), visible=not groups, elem_id="no-examples")
-            export = gr.Button("Export the four-panel figure (PNG)")
-            exported = gr.File(label="Four-panel figure", interactive=False, elem_id="figure-file")
-    return Controls(image, model, class_choice, delta, box, example_sets, no_examples, export, exported)
+    return Controls(image, model, class_choice, delta, box, example_sets, example_boxes, no_examples)
 
 
 PANEL_TITLES = {"branch-a": "Branch A's map", "erased": "Erased features (click a cell)",
@@ -420,18 +419,20 @@ def build_views(first: FirstView) -> Views:
 
 @dataclass
 class Tabs:
-    """The two tabs under the views, and what each holds."""
+    """The two tabs under the views, what each holds, and the export button with its file."""
 
     sweep_tab: gr.Tab
     sweep: gr.Image
     compare_tab: gr.Tab
     baseline: gr.Dropdown
     compared: gr.Image
+    export: gr.Button
+    exported: gr.File
 
 
 def build_tabs(baselines: dict, first: FirstView) -> Tabs:
-    """The "Delta sweep" and "Compare with CAM" tabs under the views; ``baselines`` are the
-    first model's CAM baseline choices."""
+    """The "Delta sweep" and "Compare with CAM" tabs under the views, then the export;
+    ``baselines`` are the first model's CAM baseline choices."""
     with gr.Tabs():
         with gr.Tab("Delta sweep") as sweep_tab:
             gr.Markdown("Erased features (top) and branch B's map (bottom) at each δ.")
@@ -440,7 +441,10 @@ def build_tabs(baselines: dict, first: FirstView) -> Tabs:
             baseline = gr.Dropdown(**baselines, label="CAM baseline")
             gr.Markdown(COMPARE_NOTE)
             compared = picture(elem_id="comparison")
-    return Tabs(sweep_tab, sweep, compare_tab, baseline, compared)
+    with gr.Row(equal_height=True):
+        export = gr.Button("Export the four-panel figure (PNG)")
+        exported = gr.File(label="Four-panel figure", interactive=False, elem_id="figure-file")
+    return Tabs(sweep_tab, sweep, compare_tab, baseline, compared, export, exported)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,7 +466,7 @@ def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, status:
     image.change(viewer.explain_image, explain_inputs, explained, api_name="explain",
                  ).then(**refresh_sweep, api_name="sweep")
     model.change(viewer.choose_model, explain_inputs,
-                 [image, about, *controls.example_sets, controls.no_examples, box, *explained], api_name="choose_model",
+                 [image, about, *controls.example_boxes, controls.no_examples, box, *explained], api_name="choose_model",
                  ).then(**refresh_sweep, api_visibility="undocumented")
     for index, example_set in enumerate(controls.example_sets):
         example_set.click(viewer.pick_example(index), [example_set], [image], api_visibility="undocumented")
@@ -483,7 +487,7 @@ def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, status:
     gr.on([tabs.compare_tab.select, tabs.baseline.input], viewer.open_comparison, [cache, tabs.baseline],
           [cache, compared, compare_open], api_name="compare", show_progress="hidden")
     tabs.sweep_tab.select(lambda: False, None, compare_open, api_visibility="private")
-    controls.export.click(viewer.export_png, [cache, box], [controls.exported], api_name="export")
+    tabs.export.click(viewer.export_png, [cache, box], [tabs.exported], api_name="export")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -103,6 +103,9 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     assert TEACHING_DESCRIPTION in by_elem_id(demo, "model-about").value
     assert by_elem_id(demo, "examples-0").visible and not by_elem_id(demo, "examples-1").visible
     assert not by_elem_id(demo, "no-examples").visible
+    choose = next(fn for fn in demo.fns.values() if fn.api_name == "choose_model")
+    assert not any(isinstance(block, app.gr.Dataset) for block in choose.outputs), \
+        "an updated Dataset is rebuilt from its folder's paths, which the server may not read then"
     session = next(block for block in demo.blocks.values() if isinstance(block, app.gr.State)
                    and isinstance(block.value, app.ViewerCache))
     assert session.value.explanation.model_name == TEACHING  # the slider and clicks work on it at once
@@ -115,8 +118,9 @@ def test_the_first_view_answers_the_controls_without_an_upload(viewer_url):
 
 
 def choose_model(client, model, image=EXAMPLE):
-    """The /choose_model event: a dict of what it changed."""
-    names = ["image", "about", "examples-0", "examples-1", "note", "box", "branch-a", "erased", "branch-b", "fused",
+    """The /choose_model event: a dict of what it changed (the client is not sent the Columns
+    that show or hide each example set: the browser test sees those)."""
+    names = ["image", "about", "note", "box", "branch-a", "erased", "branch-b", "fused",
              "classes", "baselines", "delta", "status", "compared", "verdict"]
     return dict(zip(names, client.predict(handle_file(str(image)) if image else None, model, 0.6, 0.2,
                                           api_name="/choose_model"), strict=True))
@@ -125,7 +129,6 @@ def choose_model(client, model, image=EXAMPLE):
 def test_each_model_shows_its_own_examples_and_an_example_never_meets_another_model(viewer_url, tiny_cub_root):
     tab = Client(viewer_url, verbose=False)
     cub = choose_model(tab, ACOL)  # the synthetic example is not for this model: its own first example replaces it
-    assert cub["examples-0"]["visible"] is False and cub["examples-1"]["visible"] is True
     assert cub["note"]["visible"] is False
     first_bird = tiny_cub_root / "images" / "001.red_crest" / "bird.jpg"  # image 1, of the root's test split
     assert Path(cub["image"]).read_bytes() == first_bird.read_bytes()
@@ -133,7 +136,6 @@ def test_each_model_shows_its_own_examples_and_an_example_never_meets_another_mo
     assert "3 bird species" in cub["about"] and "35.0%" in cub["about"], "no description: the validation figures"
     assert cub["box"] == 0.45, "the model's own validated box threshold"
     teaching = choose_model(tab, TEACHING, first_bird)  # a bird example: not for the teaching model
-    assert teaching["examples-0"]["visible"] is True and teaching["examples-1"]["visible"] is False
     assert Path(teaching["image"]).read_bytes() == EXAMPLE.read_bytes()
     assert TEACHING_DESCRIPTION in teaching["about"]
     empty = choose_model(tab, ACOL, image=None)

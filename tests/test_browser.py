@@ -66,11 +66,12 @@ def test_the_page_opens_explained_a_click_erases_a_cell_and_each_model_has_its_e
             wait_for_new_source(page, "branch-b", before["branch-b"])
             assert page.locator("#verdict-b").inner_text() != verdict, "B's verdict follows the hand-made mask"
             assert panel_source(page, "branch-a") == before["branch-a"], "branch A does not depend on the mask"
-            assert page.get_by_label("Row").input_value() == "2" and page.get_by_label("Column").input_value() == "3"
+            expect(page.get_by_label("Row")).to_have_value("2")  # the cell clicked, by number
+            expect(page.get_by_label("Column")).to_have_value("3")
             page.locator("#reset-mask").click()
             expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.60)", timeout=30_000)
 
-            assert page.locator("#examples-0").is_visible()  # the synthetic pictures, for the teaching model
+            expect(page.locator("#examples-0")).to_be_visible()  # the synthetic pictures, for the teaching model
             choose_model(page, "tiny_acol")
             expect(page.locator("#examples-1")).to_be_visible(timeout=30_000)  # the tiny CUB root's birds
             expect(page.locator("#examples-0")).to_be_hidden()

@@ -205,8 +205,9 @@ def test_a_model_describes_itself_from_its_checkpoint_or_its_validation_figures(
     maps = {"A": {"top1_cls": 91.0, "max_box_acc_v2": 40.0}, "fused": {"max_box_acc_v2": 45.5}}
     config = dict(acol_explainer.config, description="", recipe={"data": "../shared/data/cub50"},
                   metrics={"validation": {"split": "test", "maps": maps}})
-    summary = Explainer(acol_explainer.model, config).description
-    assert "3 bird species" in summary and "91.0%" in summary and "45.5%" in summary
+    summarized = Explainer(acol_explainer.model, config)
+    assert summarized.known_classes == "3 bird species"
+    assert "91.0%" in summarized.description and "45.5%" in summarized.description
     assert "No validation figures" in Explainer(acol_explainer.model, dict(config, metrics={})).description
 
 
