@@ -182,23 +182,27 @@ class Viewer:
                 gr.update(interactive=explainer.is_acol), status, compared, verdict)
 
     def choose_model(self, path, model_name, erase_threshold, box_threshold, compare_open):
-        """A new model: its description, its examples and its box threshold; then the current
+        """A new model: its description, its examples, its δ and box threshold; then the current
         image explained by it, unless the image is an example made for another model (or there
         is none): then the new model's first example replaces it and explaining follows from the
         image's change (or the views clear, with a note, when the model has no examples)."""
         groups = self.examples.for_model(self.shelf.class_names(model_name))
         shown = [gr.update(visible=index in groups) for index in range(len(self.example_files))]
         try:
-            box_threshold = self.shelf[model_name].default_box_threshold
+            explainer = self.shelf[model_name]
+            erase_threshold, box_threshold = explainer.model.erase_threshold, explainer.default_box_threshold
         except CheckpointError:
             pass  # explaining says what is wrong with the file
         head = (self.about(model_name), *shown, gr.update(visible=not groups, value=self.no_examples(model_name)),
                 box_threshold)
         current = self.examples.group_of(path)
         if current is not None and current not in groups or path is None and groups:
-            first = self.example_files[groups[0]][0] if groups else None
-            return first, *head, *[gr.skip()] * 11
-        return gr.skip(), *head, *self.explain_image(path, model_name, erase_threshold, box_threshold, compare_open)
+            image, explained = self.example_files[groups[0]][0] if groups else None, [gr.skip()] * 11
+        else:
+            image = gr.skip()
+            explained = list(self.explain_image(path, model_name, erase_threshold, box_threshold, compare_open))
+        explained[7] = {**explained[7], "value": erase_threshold}  # the δ slider: the model's own
+        return image, *head, *explained
 
     def first_view(self) -> "FirstView":
         """What the page shows before anyone clicks: the first model (the teaching one) on its
@@ -470,7 +474,7 @@ def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, status:
                  ).then(**refresh_sweep, api_visibility="undocumented")
     for index, example_set in enumerate(controls.example_sets):
         example_set.click(viewer.pick_example(index), [example_set], [image], api_visibility="undocumented")
-    delta.change(viewer.set_erase_threshold, [cache, delta, box, *extras], erased,
+    delta.input(viewer.set_erase_threshold, [cache, delta, box, *extras], erased,
                  api_name="set_erase_threshold", show_progress="hidden", trigger_mode="always_last",
                  concurrency_limit=SLIDER_CONCURRENCY)
     panels[1].select(viewer.click_cell, [cache, box, *extras], [*erased, views.row, views.col],
@@ -481,7 +485,7 @@ def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, status:
     class_choice.input(viewer.set_class, [cache, class_choice, box, *extras], [cache, *panels, status, compared,
                                                                                views.verdict],
                        api_name="set_class").then(**refresh_sweep, api_visibility="undocumented")
-    box.change(viewer.set_box_threshold, [cache, box], [cache, panels[3], status],
+    box.input(viewer.set_box_threshold, [cache, box], [cache, panels[3], status],
                api_name="set_box_threshold", show_progress="hidden", trigger_mode="always_last",
                concurrency_limit=SLIDER_CONCURRENCY)
     gr.on([tabs.compare_tab.select, tabs.baseline.input], viewer.open_comparison, [cache, tabs.baseline],

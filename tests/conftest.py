@@ -70,7 +70,7 @@ def tiny_checkpoints(tmp_path_factory):
     ``tiny_acol`` and its one-branch CAM baseline ``tiny_cam`` (3 bird-like classes, the classes
     of ``tiny_cub_root``; validated box thresholds, and validation figures but no description
     for ``tiny_acol``), and ``tiny_synthetic_acol``, the teaching model: the classes of the
-    bundled examples (assets/examples) and a description."""
+    bundled examples (assets/examples), a description and δ = 0.5."""
     from acol import ACoL, create_backbone
     from acol.checkpoint import save_checkpoint
     folder = tmp_path_factory.mktemp("checkpoints")
@@ -81,7 +81,8 @@ def tiny_checkpoints(tmp_path_factory):
                  "tiny_cam": {"cam_thresholds": {"A": 0.35}}}
     for name, branches, classes in (("tiny_acol", 2, TINY_CLASSES), ("tiny_cam", 1, TINY_CLASSES),
                                     ("tiny_synthetic_acol", 2, example_class_names())):
-        model = ACoL(create_backbone("tiny"), len(classes), num_branches=branches, head_width=16)
+        model = ACoL(create_backbone("tiny"), len(classes), num_branches=branches, head_width=16,
+                     erase_threshold=0.5 if name == "tiny_synthetic_acol" else 0.6)
         save_checkpoint(folder / f"{name}.safetensors", model.eval(), backbone="tiny",
                         class_names=classes, input_size=64, metrics=validated.get(name),
                         recipe={"data": "synthetic" if name == "tiny_synthetic_acol" else "tiny-cub-root"})

@@ -98,7 +98,8 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     model = next(block for block in demo.blocks.values() if getattr(block, "label", None) == "Model")
     assert model.value == TEACHING and [value for _, value in model.choices][:2] == [TEACHING, ACOL]
     assert all(by_elem_id(demo, key).value is not None for key in ("branch-a", "erased", "branch-b", "fused"))
-    assert "δ = 0.60" in by_elem_id(demo, "status").value and "IoU with true box" in by_elem_id(demo, "status").value
+    assert "δ = 0.50" in by_elem_id(demo, "status").value and "IoU with true box" in by_elem_id(demo, "status").value
+    assert by_elem_id(demo, "erase-threshold").value == 0.5, "the teaching model's own δ"
     assert "cells erased" in by_elem_id(demo, "verdict-b").value
     assert TEACHING_DESCRIPTION in by_elem_id(demo, "model-about").value
     assert by_elem_id(demo, "examples-0").visible and not by_elem_id(demo, "examples-1").visible
@@ -135,9 +136,10 @@ def test_each_model_shows_its_own_examples_and_an_example_never_meets_another_mo
     assert cub["status"] == {"__type__": "update"}, "explaining follows from the image's change, not with the wrong model"
     assert "3 bird species" in cub["about"] and "35.0%" in cub["about"], "no description: the validation figures"
     assert cub["box"] == 0.45, "the model's own validated box threshold"
+    assert cub["delta"]["value"] == 0.6, "and its own δ"
     teaching = choose_model(tab, TEACHING, first_bird)  # a bird example: not for the teaching model
     assert Path(teaching["image"]).read_bytes() == EXAMPLE.read_bytes()
-    assert TEACHING_DESCRIPTION in teaching["about"]
+    assert TEACHING_DESCRIPTION in teaching["about"] and teaching["delta"]["value"] == 0.5
     empty = choose_model(tab, ACOL, image=None)
     assert Path(empty["image"]).read_bytes() == first_bird.read_bytes(), "no image: the model's first example"
     own = choose_model(tab, CAM, first_bird)

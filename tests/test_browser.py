@@ -53,7 +53,7 @@ def test_the_page_opens_explained_a_click_erases_a_cell_and_each_model_has_its_e
             expect(page.locator("#status")).to_contain_text("tiny_synthetic_acol")
             expect(page.locator("#model-about")).to_contain_text("tiny random-init test model")
             verdict = page.locator("#verdict-b").inner_text()
-            assert "cells erased (δ = 0.60)" in verdict
+            assert "cells erased (δ = 0.50)" in verdict
             before = {elem_id: panel_source(page, elem_id) for elem_id in ("branch-a", "branch-b")}
 
             erased = page.locator("#erased img").first  # the picture, then its colour key on the right
@@ -69,7 +69,7 @@ def test_the_page_opens_explained_a_click_erases_a_cell_and_each_model_has_its_e
             expect(page.get_by_label("Row")).to_have_value("2")  # the cell clicked, by number
             expect(page.get_by_label("Column")).to_have_value("3")
             page.locator("#reset-mask").click()
-            expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.60)", timeout=30_000)
+            expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.50)", timeout=30_000)
 
             expect(page.locator("#examples-0")).to_be_visible()  # the synthetic pictures, for the teaching model
             choose_model(page, "tiny_acol")
