@@ -166,7 +166,8 @@ class Viewer:
         def explain_upload():  # timed: decoding costs what the upload makes it cost
             explainer = self.shelf[model_name]
             return explainer, explainer.explain(load_rgb_image(path), self.examples.true_boxes(path),
-                                                erase_threshold=erase_threshold if explainer.is_acol else None)
+                                                erase_threshold=erase_threshold if explainer.is_acol else None,
+                                                true_class=self.examples.true_class(path))
         try:
             explainer, explanation = call_with_timeout(REQUEST_TIMEOUT_S, explain_upload)
         except (ImageLoadError, CheckpointError, RequestTimeout) as error:

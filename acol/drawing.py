@@ -204,6 +204,8 @@ def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
     name = explanation.class_names[explanation.target_class]
     probability = float(explanation.probabilities[explanation.target_class])
     caption = f"{explanation.model_name}: {name} ({probability:.0%})"
+    if explanation.true_class is not None:
+        caption += f" · true class: {explanation.true_class}"
     if explanation.num_branches > 1:
         mask = output.erase_masks[1][0]
         erased = overlay_mask(display, mask)

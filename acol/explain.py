@@ -61,6 +61,7 @@ class Explanation:
     output: ACoLOutput         # a batch of one, holding the cached backbone features
     probabilities: torch.Tensor  # [num_classes], softmax of branch A's logits
     erased_by_hand: bool = False  # branch B's input mask was made by hand, not by thresholding A's map
+    true_class: str | None = None  # the image's label when known (an example's)
 
     @property
     def target_class(self) -> int:
@@ -151,10 +152,11 @@ class Explainer:
 
     @torch.inference_mode()
     def explain(self, image: Image.Image, true_boxes=None, target_class: int | None = None,
-                erase_threshold: float | None = None) -> Explanation:
+                erase_threshold: float | None = None, true_class: str | None = None) -> Explanation:
         """Run the whole model once on an RGB ``image`` of any size.
 
-        ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given.
+        ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given, and
+        ``true_class`` (the image's label) is named beside the prediction.
         ``target_class=None`` explains branch A's top-1 class; ``erase_threshold=None`` uses the
         model's own. The image is resized to the model's square input, as in evaluation.
         """
@@ -170,7 +172,7 @@ class Explainer:
         display_size = _scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
         return Explanation(self.name, self.class_names, image, true_boxes, display, output,
-                           output.logits[0][0].softmax(-1))
+                           output.logits[0][0].softmax(-1), true_class=true_class)
 
     @torch.inference_mode()
     def reexplain(self, explanation: Explanation, target_class: int | None = None,

@@ -56,7 +56,8 @@ class ViewerCache:
         current, baseline = self.explanation, self.baseline
         if (baseline is None or baseline.model_name != explainer.name
                 or baseline.target_class != current.target_class):
-            baseline = explainer.explain(current.image, current.true_boxes, current.target_class)
+            baseline = explainer.explain(current.image, current.true_boxes, current.target_class,
+                                         true_class=current.true_class)
         return replace(self, baseline=baseline)
 
 
@@ -225,17 +226,20 @@ class ExampleImages:
     def __init__(self, folders=(), limit: int = 12):
         self.groups: list[ExampleGroup] = []
         self._boxes_by_digest: dict[str, np.ndarray] = {}
+        self._label_by_digest: dict[str, str] = {}
         self._group_by_digest: dict[str, int] = {}
         for folder in map(Path, folders):
             found, class_names = self._find(folder, limit)
             if not found:
                 continue
-            for path, boxes in found:
+            for path, boxes, label in found:
                 digest = _digest(path)
                 self._group_by_digest.setdefault(digest, len(self.groups))
+                if label is not None:
+                    self._label_by_digest.setdefault(digest, label)
                 if len(boxes):
                     self._boxes_by_digest[digest] = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-            self.groups.append(ExampleGroup(folder, [str(path) for path, _ in found], class_names))
+            self.groups.append(ExampleGroup(folder, [str(path) for path, *_ in found], class_names))
 
     @property
     def paths(self) -> list[str]:
@@ -244,19 +248,20 @@ class ExampleImages:
 
     @staticmethod
     def _find(folder: Path, limit: int):
-        """``([(path, boxes), ...], the folder's class names or None)``."""
+        """``([(path, boxes, label name or None), ...], the folder's class names or None)``."""
         if (folder / "images.txt").is_file() and (folder / "bounding_boxes.txt").is_file():
             dataset, records, seen = CUBDataset(folder, "test"), [], set()
             for record in dataset.records:  # one image per class
                 if record.label not in seen:
                     seen.add(record.label)
                     records.append(record)
-            return [(r.path, r.boxes) for r in records[:limit]], dataset.class_names
+            return [(r.path, r.boxes, dataset.class_names[r.label]) for r in records[:limit]], dataset.class_names
         if (folder / "labels.csv").is_file():
             dataset = CSVBoxDataset(folder, folder / "labels.csv")
-            return [(r.path, r.boxes) for r in dataset.records[:limit]], dataset.class_names
+            return ([(r.path, r.boxes, dataset.class_names[r.label]) for r in dataset.records[:limit]],
+                    dataset.class_names)
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        return [(path, []) for path in images[:limit]], None
+        return [(path, [], None) for path in images[:limit]], None
 
     def for_model(self, model_class_names) -> list[int]:
         """The indices of the groups made for a model with these class names."""
@@ -269,6 +274,10 @@ class ExampleImages:
     def true_boxes(self, path: str | Path) -> np.ndarray | None:
         """The true boxes of the image file at ``path`` if it is one of the examples."""
         return self._boxes_by_digest.get(_digest(path))
+
+    def true_class(self, path: str | Path) -> str | None:
+        """The class name the image file at ``path`` is labelled with if it is one of the examples."""
+        return self._label_by_digest.get(_digest(path))
 
 
 def _digest(path: str | Path) -> str:

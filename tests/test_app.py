@@ -217,10 +217,11 @@ def test_the_comparison_boxes_each_model_at_its_own_validated_threshold(client, 
     assert thresholds and set(thresholds) == {(0.35, 0.45)}, "CAM at its 'A' threshold, ACoL at its 'fused' one, not the slider's 0.8"
 
 
-def test_an_example_shows_its_true_box_and_iou(client):
+def test_an_example_shows_its_true_box_iou_and_class(client):
     example = sorted((REPO / "assets" / "examples").glob("*.png"))[0]
     _, _, _, status = explain(client, example)
     assert "IoU with true box" in status
+    assert f"true class: {(REPO / 'assets' / 'examples' / 'labels.csv').read_text().splitlines()[1].split(',')[1]}" in status
 
 
 def test_a_cam_model_shows_notes_where_it_has_no_erasing(client, tmp_path):

@@ -242,6 +242,7 @@ def test_examples_know_their_true_boxes_by_content(tmp_path):
     copy = tmp_path / "uploaded_copy.png"
     copy.write_bytes((folder / "a.png").read_bytes())
     assert np.array_equal(examples.true_boxes(copy), [[1, 2, 30, 40]])
+    assert examples.true_class(copy) == "red" and examples.true_class(tmp_path / "examples" / "b.png") == "blue"
     assert examples.true_boxes(folder / "b.png") is None
 
 
@@ -255,6 +256,8 @@ def test_examples_from_a_cub_layout_root(tmp_path):
     examples = ExampleImages([tmp_path])
     assert examples.paths == [str(tmp_path / "images" / "001.Red_Bird" / "r.jpg")]
     assert np.array_equal(examples.true_boxes(examples.paths[0]), [[5, 6, 25, 36]])
+    assert examples.true_class(examples.paths[0]) == "Red Bird"
+    assert examples.groups[0].belongs_to(["Blue Bird", "Red Bird"]) and not examples.groups[0].belongs_to(["Blue Bird"])
 
 
 def test_cli_writes_the_four_panel_png(tiny_checkpoints, tmp_path, capsys):
