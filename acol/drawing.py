@@ -7,6 +7,7 @@
     render_panels -> Panels -+-> page_pictures: each with its colour key (the viewer)
                              +-> four_panel_figure -> write_figure_png (the export and the CLI)
     sweep_strip, compare_picture: the viewer's "Delta sweep" and "Compare with CAM" tabs
+    feature_cell: the feature cell under a click on the erased panel (erasing by hand)
 
 A map is shown as evaluation cuts it: resized to the picture's pixels, then min-max normalized
 (``upsampled``), so the box drawn is the box scored. Erased features are painted as whole
@@ -84,6 +85,17 @@ def overlay_mask(picture: np.ndarray, mask: torch.Tensor) -> np.ndarray:
     out[grid_rows] = out[grid_rows] * 0.5 + 127  # cell borders, half-way to grey
     out[:, grid_cols] = out[:, grid_cols] * 0.5 + 127
     return out.astype(np.uint8)
+
+
+def feature_cell(explanation: Explanation, x: float, y: float) -> tuple[int, int] | None:
+    """The feature cell ``(row, col)`` drawn at pixel ``(x, y)`` of a page picture (the display
+    picture with its colour key on the right, as ``page_pictures`` makes it), or None when the
+    pixel is off the picture (on the key, say). Cells are found as ``overlay_mask`` paints them."""
+    height, width = explanation.display.shape[:2]
+    rows, cols = explanation.output.features.shape[-2:]
+    if not (0 <= x < width and 0 <= y < height):
+        return None
+    return int(y) * rows // height, int(x) * cols // width
 
 
 def draw_boxes(picture: np.ndarray, predicted=None, true_boxes=()) -> np.ndarray:
@@ -192,14 +204,15 @@ def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
     name = explanation.class_names[explanation.target_class]
     probability = float(explanation.probabilities[explanation.target_class])
     caption = f"{explanation.model_name}: {name} ({probability:.0%})"
+    if explanation.true_class is not None:
+        caption += f" · true class: {explanation.true_class}"
     if explanation.num_branches > 1:
         mask = output.erase_masks[1][0]
         erased = overlay_mask(display, mask)
         branch_b = overlay_map(display, upsampled(output.localization_maps[1][0], display))
-        caption += (f" · δ = {explanation.erase_threshold:.2f} erased {int(mask.sum())} of "
-                    f"{feature_h * feature_w} feature cells")
-        titles = ("Branch A's map",
-                  f"Erased features ({feature_h}x{feature_w}, δ = {explanation.erase_threshold:.2f})",
+        how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
+        caption += f" · {how}: erased {int(mask.sum())} of {feature_h * feature_w} feature cells"
+        titles = ("Branch A's map", f"Erased features ({feature_h}x{feature_w}, {how})",
                   "Branch B's map (on erased features)", "Fused map max(A, B) + box")
     else:
         erased = branch_b = None
@@ -280,12 +293,13 @@ def sweep_strip(sweep: list[Explanation], height: int = 150) -> np.ndarray:
     return side_by_side(columns + [colorbar(columns[0].shape[0])])
 
 
-def compare_picture(baseline: Explanation, explanation: Explanation, box_threshold: float) -> np.ndarray:
-    """The CAM baseline's map and the ACoL fused map of the same image and class, with boxes."""
+def compare_picture(baseline: Explanation, explanation: Explanation, baseline_threshold: float,
+                    box_threshold: float) -> np.ndarray:
+    """The CAM baseline's map and the ACoL fused map of the same image and class, each with the
+    box cut at its own threshold (each model's validated one, in the viewer)."""
     pictures = []
-    for shown, label in ((baseline, "CAM baseline"), (explanation, "ACoL fused")):
-        picture, _, iou = map_with_box(shown, box_threshold)
+    for shown, label, threshold in ((baseline, "CAM", baseline_threshold), (explanation, "ACoL fused", box_threshold)):
+        picture, _, iou = map_with_box(shown, threshold)
         score = "" if iou is None else f": IoU {iou:.2f}"
-        pictures.append(titled(picture, f"{label} ({shown.model_name}){score}"))
+        pictures.append(titled(picture, f"{label}, box at {threshold:.2f}{score}"))
     return side_by_side(pictures + [colorbar(pictures[0].shape[0])])
-

@@ -9,6 +9,7 @@ In code::
     explainer = Explainer.from_checkpoint("checkpoints/cub50_acol_efficientnet_lite0.safetensors")
     explanation = explainer.explain(load_rgb_image("bird.jpg"))           # backbone + every branch
     explanation = explainer.reexplain(explanation, erase_threshold=0.4)    # erasing + branch B only
+    explanation = explainer.toggle_cell(explanation, row=3, col=5)         # erase one cell by hand
     write_figure_png(render_panels(explanation, box_threshold=0.2), "bird_acol.png")
 
 An :class:`Explanation` keeps its image's backbone features, so a new erase threshold or class
@@ -41,6 +42,7 @@ DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_acol_efficientnet_lite0.safet
 MAX_IMAGE_SIDE = 1024    # larger uploads are shrunk first: the model only sees input_size pixels
 SWEEP_DELTAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_BOX_THRESHOLD = 0.2
+UNLIKELY = 0.2           # a top class below this probability gets a note: the model knows only its classes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,6 +60,8 @@ class Explanation:
     display: np.ndarray        # [H, W, 3] uint8, the picture every map is drawn on
     output: ACoLOutput         # a batch of one, holding the cached backbone features
     probabilities: torch.Tensor  # [num_classes], softmax of branch A's logits
+    erased_by_hand: bool = False  # branch B's input mask was made by hand, not by thresholding A's map
+    true_class: str | None = None  # the image's label when known (an example's)
 
     @property
     def target_class(self) -> int:
@@ -100,6 +104,47 @@ class Explainer:
         return len(self.model.heads) > 1
 
     @property
+    def known_classes(self) -> str:
+        """What the model can recognise, in a few words: "50 bird species", "4 synthetic classes"."""
+        data = str(self.config.get("recipe", {}).get("data", "")).lower()
+        kind = "synthetic classes" if data == "synthetic" else "bird species" if "cub" in data else "classes"
+        return f"{len(self.class_names)} {kind}"
+
+    @property
+    def description(self) -> str:
+        """What the checkpoint says about itself (``config["description"]``: what it was trained
+        on, its validation figures, what its maps tend to do) or, when it says nothing, a summary
+        of its recorded validation figures."""
+        if str(self.config.get("description") or "").strip():
+            return str(self.config["description"]).strip()
+        text = f"Input: {self.config['input_size']} x {self.config['input_size']} pixels."
+        validation = self.config.get("metrics", {}).get("validation", {})
+        maps = validation.get("maps", {})
+        boxed = [f"{name} {maps[key]['max_box_acc_v2']:.1f}%" for key, name in
+                 (("A", "A" if self.is_acol else "the map"), ("B", "B"), ("fused", "fused"))
+                 if "max_box_acc_v2" in maps.get(key, {})]
+        classified = maps.get("A", {}).get("top1_cls")
+        if classified is not None or boxed:
+            figures = [] if classified is None else [
+                f"{'branch A' if self.is_acol else 'it'} classifies {classified:.1f}% right (top-1)"]
+            if boxed:
+                figures.append(f"MaxBoxAccV2 (boxes found, mean over IoU 0.3/0.5/0.7) {', '.join(boxed)}")
+            text += f" On its validation images ({validation.get('split', 'held out')} split): {'; '.join(figures)}."
+        else:
+            text += " No validation figures are recorded in the checkpoint."
+        return text
+
+    def doubt(self, explanation: Explanation) -> str:
+        """A note when the top class is unlikely (under UNLIKELY), else "": the model can only
+        choose among its own classes, so its maps show where it looks for that class's evidence."""
+        _, name, probability = top_classes(explanation, 1)[0]
+        if probability >= UNLIKELY:
+            return ""
+        return (f"Its best guess, {name}, has only {probability:.0%}: this model knows only its "
+                f"{self.known_classes}, so the maps show where it looks for evidence of them, "
+                "whether or not the picture holds any.")
+
+    @property
     def default_box_threshold(self) -> float:
         """The box threshold chosen on validation data when the checkpoint records one."""
         chosen = self.config.get("metrics", {}).get("cam_thresholds", {})
@@ -107,10 +152,11 @@ class Explainer:
 
     @torch.inference_mode()
     def explain(self, image: Image.Image, true_boxes=None, target_class: int | None = None,
-                erase_threshold: float | None = None) -> Explanation:
+                erase_threshold: float | None = None, true_class: str | None = None) -> Explanation:
         """Run the whole model once on an RGB ``image`` of any size.
 
-        ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given.
+        ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given, and
+        ``true_class`` (the image's label) is named beside the prediction.
         ``target_class=None`` explains branch A's top-1 class; ``erase_threshold=None`` uses the
         model's own. The image is resized to the model's square input, as in evaluation.
         """
@@ -126,34 +172,67 @@ class Explainer:
         display_size = _scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
         return Explanation(self.name, self.class_names, image, true_boxes, display, output,
-                           output.logits[0][0].softmax(-1))
+                           output.logits[0][0].softmax(-1), true_class=true_class)
 
     @torch.inference_mode()
     def reexplain(self, explanation: Explanation, target_class: int | None = None,
-                  erase_threshold: float | None = None) -> Explanation:
-        """The same image with a new class or erase threshold (None keeps the current one).
+                  erase_threshold: float | None = None, erase_mask: torch.Tensor | None = None) -> Explanation:
+        """The same image with a new class or erase threshold (None keeps the current one), or
+        with a hand-made ``erase_mask [h, w]`` (True = erased) as what branch B sees erased.
 
         Reuses the cached backbone features and branch A's maps; only the erasing and the later
-        branches run again. A CAM model has nothing to erase, so only its class can change.
+        branches run again. Without ``erase_mask`` the erasing is by δ again, so a hand-made mask
+        lasts until the next threshold or class change. A CAM model has nothing to erase, so
+        only its class can change.
         """
         target = explanation.target_class if target_class is None else target_class
         threshold = explanation.erase_threshold if erase_threshold is None else erase_threshold
-        output = self.model.reexplain(explanation.output, torch.tensor([target]), threshold)
-        return replace(explanation, output=output)
+        mask = None if erase_mask is None else erase_mask.reshape(1, *explanation.output.features.shape[-2:])
+        output = self.model.reexplain(explanation.output, torch.tensor([target]), threshold, mask)
+        return replace(explanation, output=output, erased_by_hand=erase_mask is not None)
+
+    def toggle_cell(self, explanation: Explanation, row: int, col: int) -> Explanation:
+        """Erase feature cell ``(row, col)`` for branch B if it is kept, restore it if erased,
+        starting from the mask B sees now; branch B and the fused map run again on the result."""
+        if explanation.num_branches == 1:
+            raise ValueError("a one-branch CAM model erases nothing: there is no branch B")
+        rows, cols = explanation.output.features.shape[-2:]
+        if not (0 <= row < rows and 0 <= col < cols):
+            raise ValueError(f"cell ({row}, {col}) is outside the {rows}x{cols} feature grid")
+        mask = explanation.output.erase_masks[1][0].clone()
+        mask[row, col] = not mask[row, col]
+        return self.reexplain(explanation, erase_mask=mask)
 
     def sweep(self, explanation: Explanation, deltas=SWEEP_DELTAS) -> list[Explanation]:
         """The explanation at each erase threshold in ``deltas`` (cheap: re-explains only)."""
         return [self.reexplain(explanation, erase_threshold=delta) for delta in deltas]
 
 
-def top_classes(explanation: Explanation, k: int = 5) -> list[tuple[int, str, float]]:
-    """``(class index, name, probability)`` of the ``k`` most probable classes.
+def top_classes(explanation: Explanation, k: int = 5, branch: int = 0) -> list[tuple[int, str, float]]:
+    """``(class index, name, probability)`` of the ``k`` most probable classes of a branch.
 
-    Probabilities are the softmax of branch A's logits: branch A sees the whole image, so they
-    do not change while the erase threshold or the driving class moves (B's logits would).
+    Branch A's (``branch=0``) are the softmax of its logits: branch A sees the whole image, so
+    they do not change while the erase threshold or the driving class moves. Branch B's
+    (``branch=1``) are on the erased features, so they follow every erasing.
     """
-    probabilities, indices = explanation.probabilities.topk(min(k, len(explanation.probabilities)))
+    scores = explanation.probabilities if branch == 0 else explanation.output.logits[branch][0].softmax(-1)
+    probabilities, indices = scores.topk(min(k, len(scores)))
     return [(int(i), explanation.class_names[int(i)], float(p)) for p, i in zip(probabilities, indices)]
+
+
+def branch_b_verdict(explanation: Explanation, k: int = 3) -> str:
+    """What branch B concludes from the erased features, in one line of Markdown: how much
+    was erased, B's top-``k`` classes, and whether B still says the class A's map erased for."""
+    if explanation.num_branches == 1:
+        return "A one-branch CAM model has no branch B."
+    mask = explanation.output.erase_masks[1][0]
+    how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
+    (best, name, probability), *others = top_classes(explanation, k, branch=1)
+    target = explanation.class_names[explanation.target_class]
+    verdict = "still says" if best == explanation.target_class else f"says (not {target})"
+    rest = "".join(f" · {other} {p:.0%}" for _, other, p in others)
+    return (f"{int(mask.sum())} of {mask.numel()} cells erased ({how}): "
+            f"B {verdict} **{name}, {probability:.0%}**{rest}")
 
 
 def resolve_class(name_or_index: str | int, class_names: list[str]) -> int:

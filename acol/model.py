@@ -3,7 +3,7 @@
     image -> backbone -> features --------------------------> classifier A -> logits, map A
                              |                                                    |
                              +-- zero where normalized map A >= erase_threshold <-+
-                                          |
+                                          |   (or where a given erase_mask says: a hand-made mask)
                                           +-------------------> classifier B -> logits, map B
     fused map = max(normalized map A, normalized map B)
 
@@ -98,8 +98,11 @@ class ACoL(nn.Module):
 
     def forward_features(self, features: torch.Tensor, target_class: torch.Tensor | None = None,
                          erase_threshold: float | None = None,
-                         first_class_map: torch.Tensor | None = None) -> ACoLOutput:
-        """The heads and the erasing, from backbone features (``first_class_map`` reuses A's)."""
+                         first_class_map: torch.Tensor | None = None,
+                         erase_mask: torch.Tensor | None = None) -> ACoLOutput:
+        """The heads and the erasing, from backbone features (``first_class_map`` reuses A's).
+        ``erase_mask [B, h, w]`` (bool, True = erase), when given, replaces A's thresholded map as
+        what branch B sees erased: a viewer's hand-made mask."""
         threshold = self.erase_threshold if erase_threshold is None else erase_threshold
         branch_input = features
         erased = torch.zeros(features.shape[0], *features.shape[2:], dtype=torch.bool,
@@ -113,7 +116,11 @@ class ACoL(nn.Module):
             localization_map = normalize_maps(class_map[torch.arange(len(class_map)), target_class])
             erase_masks.append(erased)
             # The next branch sees everything found so far erased (masks are not differentiable).
-            branch_input, newly_erased = erase_features(branch_input, localization_map.detach(), threshold)
+            if index == 0 and erase_mask is not None:
+                newly_erased = erase_mask.to(torch.bool)
+                branch_input = branch_input * (~newly_erased).unsqueeze(1).to(features.dtype)
+            else:
+                branch_input, newly_erased = erase_features(branch_input, localization_map.detach(), threshold)
             erased = erased | newly_erased
             logits.append(class_map.mean((2, 3)))  # global average pooling
             class_maps.append(class_map)
@@ -122,11 +129,11 @@ class ACoL(nn.Module):
                           fuse_maps(localization_maps), target_class, features, threshold)
 
     def reexplain(self, output: ACoLOutput, target_class: torch.Tensor | None = None,
-                  erase_threshold: float | None = None) -> ACoLOutput:
-        """Fast path for a viewer: new threshold or class, reusing the backbone features and
-        branch A's maps; only the erasing and the later branches run again."""
+                  erase_threshold: float | None = None, erase_mask: torch.Tensor | None = None) -> ACoLOutput:
+        """Fast path for a viewer: new threshold, class or hand-made ``erase_mask``, reusing the
+        backbone features and branch A's maps; only the erasing and the later branches run again."""
         return self.forward_features(output.features, target_class, erase_threshold,
-                                     first_class_map=output.class_maps[0])
+                                     first_class_map=output.class_maps[0], erase_mask=erase_mask)
 
     @torch.no_grad()
     def keep_class_weights_nonnegative(self) -> None:

@@ -11,7 +11,8 @@ CPU host, from requests it cannot trust. Read top to bottom:
   ``keep_trimming_freed_memory``): large blocks are returned when freed and the rest trimmed
   every few seconds, so memory stays flat under load instead of growing with every request.
 - ``CheckpointShelf`` and ``ExampleImages``: what the page offers. Only the checkpoints listed at
-  start-up can be chosen (a page request never names a path), each loaded on first use; the
+  start-up can be chosen (a page request never names a path), each loaded on first use; each
+  example folder belongs to the models whose class names include all its labels, and the
   examples' true boxes are found by the file's content, as Gradio hands callbacks a copy.
 
 ``app.py`` builds its page from these; nothing here imports Gradio.
@@ -55,7 +56,8 @@ class ViewerCache:
         current, baseline = self.explanation, self.baseline
         if (baseline is None or baseline.model_name != explainer.name
                 or baseline.target_class != current.target_class):
-            baseline = explainer.explain(current.image, current.true_boxes, current.target_class)
+            baseline = explainer.explain(current.image, current.true_boxes, current.target_class,
+                                         true_class=current.true_class)
         return replace(self, baseline=baseline)
 
 
@@ -162,9 +164,18 @@ class CheckpointShelf:
                 self.configs[path.stem] = {}
         self._explainers: dict[str, Explainer] = {}
 
-    def names(self) -> list[str]:
-        """Every checkpoint, ACoL models before one-branch CAM baselines."""
-        return sorted(self.configs, key=lambda name: (not self.is_acol(name), name))
+    def names(self, preferred_classes=None) -> list[str]:
+        """Every checkpoint, ACoL models before one-branch CAM baselines; within each, those whose
+        class names include all of ``preferred_classes`` (the bundled examples' labels: the
+        teaching model) first."""
+        def order(name):
+            known = set(self.configs[name].get("class_names", ()))
+            return not self.is_acol(name), bool(preferred_classes) and not known >= set(preferred_classes), name
+        return sorted(self.configs, key=order)
+
+    def class_names(self, name: str) -> list[str]:
+        """The class names ``name``'s config lists (none for an unreadable file), without loading it."""
+        return list(self.configs.get(name, {}).get("class_names", ()))
 
     def is_acol(self, name: str) -> bool:
         return self.configs.get(name, {}).get("model", {}).get("num_branches", 2) > 1
@@ -187,40 +198,86 @@ class CheckpointShelf:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
+@dataclass
+class ExampleGroup:
+    """One example folder: its pictures and the class names they were made for (None for a
+    folder of plain images, which names none)."""
+
+    folder: Path
+    paths: list[str]
+    class_names: list[str] | None
+
+    def belongs_to(self, model_class_names) -> bool:
+        """Whether a model with these class names was made for these examples: it knows every
+        class the folder names (a CUB root names all of its classes; plain images, none)."""
+        return self.class_names is None or set(self.class_names) <= set(model_class_names)
+
+
 class ExampleImages:
-    """Example pictures for the viewer, with their true boxes when the folder has them: a
-    CUB-layout root (images.txt + bounding_boxes.txt; a few test images of distinct classes), a
-    folder with ``labels.csv`` (as ``acol.synthetic.write_examples`` writes), or plain images.
+    """Example pictures for the viewer, in groups by folder, with their true boxes when the
+    folder has them: a CUB-layout root (images.txt + bounding_boxes.txt; a few test images of
+    distinct classes), a folder with ``labels.csv`` (as ``acol.synthetic.write_examples``
+    writes), or plain images. A group belongs to the models whose class names include all of the
+    folder's (``for_model``), so no example is run through a model that was not made for it.
 
     Gradio hands callbacks a copy of an example, not its path, so boxes are found by content.
     """
 
     def __init__(self, folders=(), limit: int = 12):
-        self.paths: list[str] = []
+        self.groups: list[ExampleGroup] = []
         self._boxes_by_digest: dict[str, np.ndarray] = {}
+        self._label_by_digest: dict[str, str] = {}
+        self._group_by_digest: dict[str, int] = {}
         for folder in map(Path, folders):
-            for path, boxes in self._find(folder, limit):
-                self.paths.append(str(path))
+            found, class_names = self._find(folder, limit)
+            if not found:
+                continue
+            for path, boxes, label in found:
+                digest = _digest(path)
+                self._group_by_digest.setdefault(digest, len(self.groups))
+                if label is not None:
+                    self._label_by_digest.setdefault(digest, label)
                 if len(boxes):
-                    self._boxes_by_digest[_digest(path)] = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+                    self._boxes_by_digest[digest] = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            self.groups.append(ExampleGroup(folder, [str(path) for path, *_ in found], class_names))
+
+    @property
+    def paths(self) -> list[str]:
+        """Every example, group by group."""
+        return [path for group in self.groups for path in group.paths]
 
     @staticmethod
     def _find(folder: Path, limit: int):
+        """``([(path, boxes, label name or None), ...], the folder's class names or None)``."""
         if (folder / "images.txt").is_file() and (folder / "bounding_boxes.txt").is_file():
-            records, seen = [], set()
-            for record in CUBDataset(folder, "test").records:  # one image per class
+            dataset, records, seen = CUBDataset(folder, "test"), [], set()
+            for record in dataset.records:  # one image per class
                 if record.label not in seen:
                     seen.add(record.label)
                     records.append(record)
-            return [(r.path, r.boxes) for r in records[:limit]]
+            return [(r.path, r.boxes, dataset.class_names[r.label]) for r in records[:limit]], dataset.class_names
         if (folder / "labels.csv").is_file():
-            return [(r.path, r.boxes) for r in CSVBoxDataset(folder, folder / "labels.csv").records[:limit]]
+            dataset = CSVBoxDataset(folder, folder / "labels.csv")
+            return ([(r.path, r.boxes, dataset.class_names[r.label]) for r in dataset.records[:limit]],
+                    dataset.class_names)
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        return [(path, []) for path in images[:limit]]
+        return [(path, [], None) for path in images[:limit]], None
+
+    def for_model(self, model_class_names) -> list[int]:
+        """The indices of the groups made for a model with these class names."""
+        return [index for index, group in enumerate(self.groups) if group.belongs_to(model_class_names)]
+
+    def group_of(self, path: str | Path | None) -> int | None:
+        """The group the image file at ``path`` is an example of (by content), else None."""
+        return None if path is None else self._group_by_digest.get(_digest(path))
 
     def true_boxes(self, path: str | Path) -> np.ndarray | None:
         """The true boxes of the image file at ``path`` if it is one of the examples."""
         return self._boxes_by_digest.get(_digest(path))
+
+    def true_class(self, path: str | Path) -> str | None:
+        """The class name the image file at ``path`` is labelled with if it is one of the examples."""
+        return self._label_by_digest.get(_digest(path))
 
 
 def _digest(path: str | Path) -> str:

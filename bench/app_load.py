@@ -125,20 +125,20 @@ class User:
         self.requests = 0
 
     def upload(self) -> str:
-        *_, baselines, _, status, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
+        *_, baselines, _, status, _, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
                                                           BOX_THRESHOLD, api_name="/explain")
         self.baseline = baselines["value"]
         self.client.predict(api_name="/sweep")  # the page's follow-up
         self.requests += 2
         if self.compare_open and not self.opened:  # the user clicks the tab once; it stays open
-            self.client.predict(self.baseline, BOX_THRESHOLD, api_name="/compare")
+            self.client.predict(self.baseline, api_name="/compare")
             self.opened, self.requests = True, self.requests + 1
         return status
 
     def move_slider(self, delta: float) -> tuple[str, float]:
         """The move's status line and its latency (until the new panels are back)."""
         started = time.perf_counter()
-        *_, status, _ = self.client.predict(delta, BOX_THRESHOLD, self.baseline, api_name="/set_erase_threshold")
+        *_, status, _, _ = self.client.predict(delta, BOX_THRESHOLD, self.baseline, api_name="/set_erase_threshold")
         self.requests += 1
         return status, time.perf_counter() - started
 

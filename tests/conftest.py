@@ -40,31 +40,89 @@ def png_header_only(width, height) -> bytes:
 # The viewer: tiny random-init checkpoints and one server shared by the app and browser tests
 
 
+def example_class_names() -> list[str]:
+    """The class names the bundled examples (assets/examples/labels.csv) were made for."""
+    import csv
+    with open(REPO / "assets" / "examples" / "labels.csv", newline="") as file:
+        return sorted({row["label"] for row in csv.DictReader(file)})
+
+
+def describe_checkpoint(path: Path, description: str) -> None:
+    """Give a checkpoint a ``config["description"]``, as the trainer's newer files carry."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from acol.checkpoint import read_metadata, write_safetensors
+    metadata = read_metadata(path)
+    config = json.loads(metadata["config"])
+    config["description"] = description
+    write_safetensors(path, load_file(str(path)), dict(metadata, config=json.dumps(config)))
+
+
+TINY_CLASSES = ["red crest", "blue crest", "green crest"]
+TEACHING_DESCRIPTION = "A tiny random-init test model of the synthetic examples' classes."
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
-    """A folder with a random-init tiny ACoL checkpoint and its one-branch CAM baseline
-    (3 classes, 64-pixel input, so 8x8 feature maps)."""
+    """A folder of random-init tiny checkpoints (64-pixel input, so 8x8 feature maps):
+    ``tiny_acol`` and its one-branch CAM baseline ``tiny_cam`` (3 bird-like classes, the classes
+    of ``tiny_cub_root``; validated box thresholds, and validation figures but no description
+    for ``tiny_acol``), and ``tiny_synthetic_acol``, the teaching model: the classes of the
+    bundled examples (assets/examples), a description and δ = 0.5."""
     from acol import ACoL, create_backbone
     from acol.checkpoint import save_checkpoint
     folder = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
-    for name, branches in (("tiny_acol", 2), ("tiny_cam", 1)):
-        model = ACoL(create_backbone("tiny"), 3, num_branches=branches, head_width=16)
+    validated = {"tiny_acol": {"cam_thresholds": {"A": 0.3, "B": 0.3, "fused": 0.45},
+                               "validation": {"split": "test", "maps": {"A": {"top1_cls": 35.0, "max_box_acc_v2": 20.0},
+                                                                        "fused": {"max_box_acc_v2": 22.5}}}},
+                 "tiny_cam": {"cam_thresholds": {"A": 0.35}}}
+    for name, branches, classes in (("tiny_acol", 2, TINY_CLASSES), ("tiny_cam", 1, TINY_CLASSES),
+                                    ("tiny_synthetic_acol", 2, example_class_names())):
+        model = ACoL(create_backbone("tiny"), len(classes), num_branches=branches, head_width=16,
+                     erase_threshold=0.5 if name == "tiny_synthetic_acol" else 0.6)
         save_checkpoint(folder / f"{name}.safetensors", model.eval(), backbone="tiny",
-                        class_names=["red crest", "blue crest", "green crest"], input_size=64)
+                        class_names=classes, input_size=64, metrics=validated.get(name),
+                        recipe={"data": "synthetic" if name == "tiny_synthetic_acol" else "tiny-cub-root"})
+    describe_checkpoint(folder / "tiny_synthetic_acol.safetensors", TEACHING_DESCRIPTION)
     return folder
 
 
 @pytest.fixture(scope="session")
-def viewer_url(tiny_checkpoints):
-    """The viewer (app.py) over the tiny checkpoints and assets/examples, served on a free port."""
+def tiny_cub_root(tmp_path_factory):
+    """A CUB-layout root of three test images (with boxes), one per class of ``tiny_acol``."""
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp("cub")
+    lines = {name: [] for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt",
+                                   "classes.txt", "bounding_boxes.txt")}
+    for number, name in enumerate(TINY_CLASSES, start=1):
+        folder = f"{number:03d}.{name.replace(' ', '_')}"
+        (root / "images" / folder).mkdir(parents=True)
+        pixels = np.random.default_rng(number).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / folder / "bird.jpg")
+        for file, line in (("images.txt", f"{folder}/bird.jpg"), ("image_class_labels.txt", number),
+                           ("train_test_split.txt", 0), ("classes.txt", folder),
+                           ("bounding_boxes.txt", "10 10 40 30")):
+            lines[file].append(f"{number} {line}")
+    for file, rows in lines.items():
+        (root / file).write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def viewer_url(tiny_checkpoints, tiny_cub_root):
+    """The viewer (app.py) over the tiny checkpoints, assets/examples and the tiny CUB root,
+    served on a free port."""
     import socket
 
     import app
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples"])
+    demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples", tiny_cub_root])
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()

@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 import struct
 import zlib
 
@@ -10,9 +11,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import REPO, png_header_only
+from conftest import REPO, TEACHING_DESCRIPTION, png_header_only
 
-ACOL, CAM = "tiny_acol", "tiny_cam"
+ACOL, CAM, TEACHING = "tiny_acol", "tiny_cam", "tiny_synthetic_acol"
+EXAMPLE = sorted((REPO / "assets" / "examples").glob("*.png"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +24,8 @@ def client(viewer_url):
 
 def explain(client, path, model=ACOL, erase_threshold=0.6, box_threshold=0.2):
     """The /explain event: (4 panel files, class dropdown, baseline dropdown, status)."""
-    *panels, classes, baselines, _, status, _ = client.predict(handle_file(str(path)), model, erase_threshold,
-                                                         box_threshold, api_name="/explain")
+    *panels, classes, baselines, _, status, _, _ = client.predict(handle_file(str(path)), model, erase_threshold,
+                                                               box_threshold, api_name="/explain")
     return panels, classes, baselines, status
 
 
@@ -39,8 +41,8 @@ def noise_png(path, width=96, height=64, seed=0):
 
 def test_every_event_is_scriptable(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for name in ("/explain", "/set_erase_threshold", "/set_class", "/set_box_threshold", "/sweep",
-                 "/compare", "/export"):
+    for name in ("/explain", "/choose_model", "/set_erase_threshold", "/set_class", "/set_box_threshold",
+                 "/sweep", "/compare", "/export", "/click_cell", "/toggle_cell", "/reset_mask"):
         assert name in endpoints
 
 
@@ -52,48 +54,181 @@ def test_explain_then_move_the_slider_change_the_class_and_export(client, tmp_pa
     assert baselines["value"] == CAM
     assert "δ = 0.60" in status
 
-    erased, branch_b, fused, moved_status, _ = client.predict(0.2, 0.2, api_name="/set_erase_threshold")
+    erased, branch_b, fused, moved_status, _, _ = client.predict(0.2, 0.2, CAM, api_name="/set_erase_threshold")
     assert "δ = 0.20" in moved_status
     assert not np.array_equal(pixels(erased), pixels(panels[1])), "a lower δ erases more cells"
 
     other = classes["choices"][1][1]
-    *class_panels, class_status, _ = client.predict(other, 0.2, api_name="/set_class")
+    *class_panels, class_status, _, _ = client.predict(other, 0.2, CAM, api_name="/set_class")
     assert classes["choices"][1][0].split(" (")[0] in class_status
     assert "δ = 0.20" in class_status, "changing the class keeps the slider's δ"
 
-    fused_loose, box_status, _ = client.predict(0.9, api_name="/set_box_threshold")
+    fused_loose, box_status = client.predict(0.9, api_name="/set_box_threshold")
     assert "box at 0.90" in box_status
 
     assert pixels(client.predict(api_name="/sweep")).shape[1] > 1000
-    assert pixels(client.predict(CAM, 0.2, api_name="/compare")).ndim == 3
+    assert pixels(client.predict(CAM, api_name="/compare")).ndim == 3
     with Image.open(client.predict(0.2, api_name="/export")) as figure:
         assert figure.format == "PNG" and figure.width > 3 * figure.height
 
 
 def test_the_comparison_follows_the_controls_only_while_its_tab_is_open(viewer_url, tmp_path):
     tab = Client(viewer_url, verbose=False)
-    *_, closed = tab.predict(handle_file(str(noise_png(tmp_path / "bird.png"))), ACOL, 0.6, 0.2, api_name="/explain")
-    *_, closed_move = tab.predict(0.3, 0.2, CAM, api_name="/set_erase_threshold")
+    closed = tab.predict(handle_file(str(noise_png(tmp_path / "bird.png"))), ACOL, 0.6, 0.2, api_name="/explain")[-2]
+    closed_move = tab.predict(0.3, 0.2, CAM, api_name="/set_erase_threshold")[-2]
     assert closed == closed_move == {"__type__": "update"}, "a closed tab gets no picture, only 'no change'"
 
-    opened = pixels(tab.predict(CAM, 0.2, api_name="/compare"))  # what selecting the tab runs
-    *_, moved = tab.predict(0.8, 0.2, CAM, api_name="/set_erase_threshold")
-    *_, boxed = tab.predict(0.5, CAM, api_name="/set_box_threshold")
+    opened = pixels(tab.predict(CAM, api_name="/compare"))  # what selecting the tab runs
+    moved = tab.predict(0.8, 0.2, CAM, api_name="/set_erase_threshold")[-2]
     assert not np.array_equal(pixels(moved), opened), "δ changes ACoL's fused map beside CAM's"
-    assert not np.array_equal(pixels(boxed), pixels(moved)), "the box threshold redraws both boxes"
+    assert len(tab.predict(0.5, api_name="/set_box_threshold")) == 2, "each model keeps its own box threshold"
 
 
-def test_an_example_shows_its_true_box_and_iou(client):
+# ---------------------------------------------------------------------------------------------
+# The first view, each model's examples and description, B's verdict, erasing by hand
+
+
+def by_elem_id(demo, elem_id):
+    return next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id)
+
+
+def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_checkpoints, tiny_cub_root):
+    import app
+    demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples", tiny_cub_root])
+    model = next(block for block in demo.blocks.values() if getattr(block, "label", None) == "Model")
+    assert model.value == TEACHING and [value for _, value in model.choices][:2] == [TEACHING, ACOL]
+    assert all(by_elem_id(demo, key).value is not None for key in ("branch-a", "erased", "branch-b", "fused"))
+    assert "δ = 0.50" in by_elem_id(demo, "status").value and "IoU with true box" in by_elem_id(demo, "status").value
+    assert by_elem_id(demo, "erase-threshold").value == 0.5, "the teaching model's own δ"
+    assert "cells erased" in by_elem_id(demo, "verdict-b").value
+    assert TEACHING_DESCRIPTION in by_elem_id(demo, "model-about").value
+    assert by_elem_id(demo, "examples-0").visible and not by_elem_id(demo, "examples-1").visible
+    assert not by_elem_id(demo, "no-examples").visible
+    choose = next(fn for fn in demo.fns.values() if fn.api_name == "choose_model")
+    assert not any(isinstance(block, app.gr.Dataset) for block in choose.outputs), \
+        "an updated Dataset is rebuilt from its folder's paths, which the server may not read then"
+    session = next(block for block in demo.blocks.values() if isinstance(block, app.gr.State)
+                   and isinstance(block.value, app.ViewerCache))
+    assert session.value.explanation.model_name == TEACHING  # the slider and clicks work on it at once
+
+
+def test_the_first_view_answers_the_controls_without_an_upload(viewer_url):
+    fresh = Client(viewer_url, verbose=False)  # a new session: its state is the first view
+    erased, branch_b, fused, status, _, verdict = fresh.predict(0.3, 0.2, None, api_name="/set_erase_threshold")
+    assert "δ = 0.30" in status and "δ = 0.30" in verdict and erased is not None
+
+
+def choose_model(client, model, image=EXAMPLE):
+    """The /choose_model event: a dict of what it changed (the client is not sent the Columns
+    that show or hide each example set: the browser test sees those)."""
+    names = ["image", "about", "note", "box", "branch-a", "erased", "branch-b", "fused",
+             "classes", "baselines", "delta", "status", "compared", "verdict"]
+    return dict(zip(names, client.predict(handle_file(str(image)) if image else None, model, 0.6, 0.2,
+                                          api_name="/choose_model"), strict=True))
+
+
+def test_each_model_shows_its_own_examples_and_an_example_never_meets_another_model(viewer_url, tiny_cub_root):
+    tab = Client(viewer_url, verbose=False)
+    cub = choose_model(tab, ACOL)  # the synthetic example is not for this model: its own first example replaces it
+    assert cub["note"]["visible"] is False
+    first_bird = tiny_cub_root / "images" / "001.red_crest" / "bird.jpg"  # image 1, of the root's test split
+    assert Path(cub["image"]).read_bytes() == first_bird.read_bytes()
+    assert cub["status"] == {"__type__": "update"}, "explaining follows from the image's change, not with the wrong model"
+    assert "3 bird species" in cub["about"] and "35.0%" in cub["about"], "no description: the validation figures"
+    assert cub["box"] == 0.45, "the model's own validated box threshold"
+    assert cub["delta"]["value"] == 0.6, "and its own δ"
+    teaching = choose_model(tab, TEACHING, first_bird)  # a bird example: not for the teaching model
+    assert Path(teaching["image"]).read_bytes() == EXAMPLE.read_bytes()
+    assert TEACHING_DESCRIPTION in teaching["about"] and teaching["delta"]["value"] == 0.5
+    empty = choose_model(tab, ACOL, image=None)
+    assert Path(empty["image"]).read_bytes() == first_bird.read_bytes(), "no image: the model's first example"
+    own = choose_model(tab, CAM, first_bird)
+    assert own["image"] == {"__type__": "update"} and "δ" not in own["status"], "its own example: explained as is"
+
+
+def test_a_model_without_examples_asks_for_a_photo_and_keeps_an_upload(tiny_checkpoints, tmp_path):
+    import app
+    from acol.serving import CheckpointShelf, ExampleImages
+    viewer = app.Viewer(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
+    image, about, examples, note, box, *explained = viewer.choose_model(str(EXAMPLE), ACOL, 0.6, 0.2, False)
+    assert image is None and examples["visible"] is False and note["visible"] is True
+    assert "upload a photo" in note["value"] and "3 bird species" in note["value"]
+    upload = noise_png(tmp_path / "mine.png")
+    image, *_, status, _, verdict = viewer.choose_model(str(upload), ACOL, 0.6, 0.2, False)
+    assert image == {"__type__": "update"} and "δ = 0.60" in status and "cells erased" in verdict
+
+
+def test_b_verdict_follows_the_slider_and_the_class(client, tmp_path):
+    *_, verdict = client.predict(handle_file(str(noise_png(tmp_path / "v.png"))), ACOL, 0.6, 0.2, api_name="/explain")
+    assert "δ = 0.60" in verdict and "%" in verdict
+    *_, moved = client.predict(0.2, 0.2, CAM, api_name="/set_erase_threshold")
+    assert "δ = 0.20" in moved and moved != verdict
+    *_, other = client.predict(2, 0.2, CAM, api_name="/set_class")
+    assert "δ = 0.20" in other and ("still says **green crest" in other or "(not green crest)" in other)
+
+
+def erased_cells(status: str) -> int:
+    return int(status.split("erased ")[1].split(" of")[0])
+
+
+def test_toggling_cells_by_hand_and_back_to_the_delta_mask(client, tmp_path):
+    panels, _, _, status = explain(client, noise_png(tmp_path / "hand.png"))
+    before = erased_cells(status)
+    erased, branch_b, fused, toggled, _, verdict = client.predict(0, 0, 0.2, CAM, api_name="/toggle_cell")
+    assert "by hand" in toggled and "by hand" in verdict and abs(erased_cells(toggled) - before) == 1
+    assert not np.array_equal(pixels(erased), pixels(panels[1])), "the erased panel shows the new mask"
+    *_, again, _, _ = client.predict(0, 0, 0.2, CAM, api_name="/toggle_cell")
+    assert erased_cells(again) == before, "a second toggle restores the cell"
+    client.predict(3, 4, 0.2, CAM, api_name="/toggle_cell")
+    *_, reset, _, reset_verdict = client.predict(0.2, CAM, api_name="/reset_mask")
+    assert "δ = 0.60" in reset and erased_cells(reset) == before and "by hand" not in reset_verdict
+    client.predict(3, 4, 0.2, CAM, api_name="/toggle_cell")
+    *_, slid, _, _ = client.predict(0.6, 0.2, CAM, api_name="/set_erase_threshold")
+    assert "δ = 0.60" in slid and erased_cells(slid) == before, "a slider move goes back to the δ mask"
+    *_, outside, _, _ = client.predict(8, 0, 0.2, CAM, api_name="/toggle_cell")
+    assert outside == {"__type__": "update"}, "a cell off the grid changes nothing (and says so)"
+
+
+def test_a_hand_made_mask_stays_in_its_own_session(viewer_url, tmp_path):
+    image = noise_png(tmp_path / "shared.png", seed=5)
+    first, second = Client(viewer_url, verbose=False), Client(viewer_url, verbose=False)
+    before = erased_cells(explain(first, image)[3])
+    assert erased_cells(explain(second, image)[3]) == before
+    *_, mine, _, _ = first.predict(2, 2, 0.2, CAM, api_name="/toggle_cell")
+    *_, theirs, _, _ = second.predict(5, 5, 0.2, CAM, api_name="/toggle_cell")
+    assert abs(erased_cells(mine) - before) == abs(erased_cells(theirs) - before) == 1, "each toggled its own mask"
+    *_, mine_again, _, _ = first.predict(2, 2, 0.2, CAM, api_name="/toggle_cell")
+    assert erased_cells(mine_again) == before, "the other session's toggle never reached this mask"
+    *_, theirs_reset, _, _ = second.predict(0.2, CAM, api_name="/reset_mask")
+    *_, mine_kept, _, _ = first.predict(2, 2, 0.2, CAM, api_name="/toggle_cell")
+    assert erased_cells(theirs_reset) == before and "by hand" in mine_kept, "nor did its reset"
+    third = Client(viewer_url, verbose=False)
+    *_, _, _, fresh_verdict = third.predict(0.2, None, api_name="/reset_mask")
+    assert "by hand" not in fresh_verdict, "a new session starts from the first view, not another's mask"
+
+
+def test_the_comparison_boxes_each_model_at_its_own_validated_threshold(client, tmp_path, monkeypatch):
+    import app
+    thresholds = []
+    drawn = app.compare_picture
+    monkeypatch.setattr(app, "compare_picture", lambda *args: thresholds.append(args[2:]) or drawn(*args))
+    explain(client, noise_png(tmp_path / "cmp.png"), box_threshold=0.8)
+    client.predict(CAM, api_name="/compare")
+    assert thresholds and set(thresholds) == {(0.35, 0.45)}, "CAM at its 'A' threshold, ACoL at its 'fused' one, not the slider's 0.8"
+
+
+def test_an_example_shows_its_true_box_iou_and_class(client):
     example = sorted((REPO / "assets" / "examples").glob("*.png"))[0]
     _, _, _, status = explain(client, example)
     assert "IoU with true box" in status
+    assert f"true class: {(REPO / 'assets' / 'examples' / 'labels.csv').read_text().splitlines()[1].split(',')[1]}" in status
 
 
 def test_a_cam_model_shows_notes_where_it_has_no_erasing(client, tmp_path):
     panels, classes, baselines, status = explain(client, noise_png(tmp_path / "cam.png"), model=CAM)
     assert "δ" not in status and all(pixels(panel).ndim == 3 for panel in panels)
     assert pixels(client.predict(api_name="/sweep")).ndim == 3  # a note, not an error
-    assert pixels(client.predict(None, 0.2, api_name="/compare")).ndim == 3
+    assert pixels(client.predict(None, api_name="/compare")).ndim == 3
 
 
 def write_bad(path, kind):
@@ -194,7 +329,7 @@ def test_a_page_request_cannot_make_the_server_read_one_of_its_own_files(viewer_
     reply = raw_call(viewer_url, "explain", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}},
                                               "tiny_acol", 0.6, 0.2])
     assert reply.startswith("event: complete")
-    assert "δ = 0.60" in json.loads(reply.split("data: ", 1)[1])[-2]  # the status line
+    assert "δ = 0.60" in json.loads(reply.split("data: ", 1)[1])[-3]  # the status line
 
 
 def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_checkpoints, tmp_path):
@@ -269,7 +404,7 @@ def test_a_10000_pixel_square_upload_neither_exhausts_memory_nor_blocks_other_us
         slider_seconds = []
         while uploader.is_alive() or not slider_seconds:
             started = time.perf_counter()
-            other.predict(0.3 + 0.1 * (len(slider_seconds) % 5), 0.2, api_name="/set_erase_threshold")
+            other.predict(0.3 + 0.1 * (len(slider_seconds) % 5), 0.2, CAM, api_name="/set_erase_threshold")
             slider_seconds.append(time.perf_counter() - started)
         uploader.join()
         assert max(slider_seconds) < 2.0, f"the other user waited {max(slider_seconds):.1f} s"
@@ -364,7 +499,7 @@ def test_each_session_sees_only_its_own_images_results(viewer_url, tmp_path):
         for other in interleaved_with:
             explain(other, images[1])  # another tab uploads its image in between
         for delta in (0.3, 0.8):
-            replies.append(tab.predict(delta, 0.2, api_name="/set_erase_threshold")[3])
+            replies.append(tab.predict(delta, 0.2, CAM, api_name="/set_erase_threshold")[3])
         return replies
 
     alone = session(images[0])

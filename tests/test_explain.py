@@ -1,13 +1,15 @@
 """The viewer's computing side: explaining, the fast re-explain path, drawing, the CLI."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from acol.drawing import (DISPLAY_SIDE, ERASED_COLOR, compare_picture, four_panel_figure, overlay_mask,
-                          page_pictures, render_panels, sweep_strip)
-from acol.explain import MAX_IMAGE_SIDE, Explainer, main, resolve_class, top_classes
+from acol.drawing import (DISPLAY_SIDE, ERASED_COLOR, compare_picture, feature_cell, four_panel_figure,
+                          overlay_mask, page_pictures, render_panels, sweep_strip)
+from acol.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, main, resolve_class, top_classes
 from acol.serving import ExampleImages, ViewerCache
 
 
@@ -142,8 +144,80 @@ def test_sweep_strip_and_cam_comparison(acol_explainer, cam_explainer):
     cache = ViewerCache(explanation).with_baseline(cam_explainer)
     assert cache.baseline.target_class == explanation.target_class
     assert cache.with_baseline(cam_explainer).baseline is cache.baseline, "a cached baseline is reused"
-    picture = compare_picture(cache.baseline, explanation, 0.2)
+    picture = compare_picture(cache.baseline, explanation, 0.39, 0.66)
     assert picture.ndim == 3 and picture.shape[1] > 2 * explanation.display.shape[1]
+
+
+def test_a_click_on_the_erased_panel_finds_the_cell_drawn_there(acol_explainer):
+    explanation = acol_explainer.explain(noise_image(120, 80))  # shown at 384 x 256, an 8x8 grid
+    assert feature_cell(explanation, 0, 0) == (0, 0)
+    assert feature_cell(explanation, 383, 255) == (7, 7)
+    assert feature_cell(explanation, 5 * 48 + 24, 2 * 32 + 16) == (2, 5)  # the middle of row 2, column 5
+    assert feature_cell(explanation, 384 + 10, 100) is None, "the colour key right of the picture is no cell"
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2, 5] = True
+    drawn = overlay_mask(explanation.display, mask)
+    changed = np.argwhere((drawn != overlay_mask(explanation.display, mask & False)).any(-1))
+    assert {feature_cell(explanation, x, y) for y, x in changed} == {(2, 5)}, "the cell painted is the cell found"
+
+
+def test_erasing_cells_by_hand_reruns_only_branch_b_and_a_threshold_goes_back_to_delta(acol_explainer):
+    explanation = acol_explainer.explain(noise_image())
+    mask = explanation.output.erase_masks[1][0]
+    row, col = map(int, np.argwhere(~mask.numpy())[0])
+    calls = []
+    hook = acol_explainer.model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        toggled = acol_explainer.toggle_cell(explanation, row, col)
+    finally:
+        hook.remove()
+    assert not calls and toggled.erased_by_hand
+    expected = mask.clone()
+    expected[row, col] = True
+    assert torch.equal(toggled.output.erase_masks[1][0], expected)
+    assert torch.equal(toggled.output.class_maps[0], explanation.output.class_maps[0])
+    assert "by hand" in render_panels(toggled, 0.2).caption and "by hand" in branch_b_verdict(toggled)
+    back = acol_explainer.toggle_cell(toggled, row, col)
+    assert torch.equal(back.output.erase_masks[1][0], mask) and back.erased_by_hand
+    reset = acol_explainer.reexplain(toggled)
+    assert torch.equal(reset.output.erase_masks[1][0], mask) and not reset.erased_by_hand
+    assert not acol_explainer.reexplain(toggled, erase_threshold=0.3).erased_by_hand
+    assert not torch.equal(explanation.output.erase_masks[1][0], expected), "the old explanation is unchanged"
+    with pytest.raises(ValueError, match="outside the 8x8"):
+        acol_explainer.toggle_cell(explanation, 8, 0)
+
+
+def test_branch_b_verdict_is_its_top_three_on_the_erased_features(acol_explainer, cam_explainer):
+    explanation = acol_explainer.explain(noise_image())
+    b = top_classes(explanation, 3, branch=1)
+    expected = explanation.output.logits[1][0].softmax(-1)
+    assert [i for i, _, _ in b] == expected.argsort(descending=True)[:3].tolist()
+    assert sum(p for _, _, p in top_classes(explanation, 9, branch=1)) == pytest.approx(1)
+    verdict = branch_b_verdict(explanation)
+    assert b[0][1] in verdict and f"{b[0][2]:.0%}" in verdict and "δ = 0.60" in verdict
+    assert ("still says" in verdict) == (b[0][0] == explanation.target_class)
+    assert "no branch B" in branch_b_verdict(cam_explainer.explain(noise_image()))
+
+
+def test_a_model_describes_itself_from_its_checkpoint_or_its_validation_figures(acol_explainer):
+    config = dict(acol_explainer.config, description="Trained on 4 synthetic classes; A finds heads.")
+    assert Explainer(acol_explainer.model, config).description == "Trained on 4 synthetic classes; A finds heads."
+    maps = {"A": {"top1_cls": 91.0, "max_box_acc_v2": 40.0}, "fused": {"max_box_acc_v2": 45.5}}
+    config = dict(acol_explainer.config, description="", recipe={"data": "../shared/data/cub50"},
+                  metrics={"validation": {"split": "test", "maps": maps}})
+    summarized = Explainer(acol_explainer.model, config)
+    assert summarized.known_classes == "3 bird species"
+    assert "91.0%" in summarized.description and "45.5%" in summarized.description
+    assert "No validation figures" in Explainer(acol_explainer.model, dict(config, metrics={})).description
+
+
+def test_an_unlikely_top_class_gets_a_note_on_what_the_model_knows(acol_explainer):
+    explanation = acol_explainer.explain(noise_image())
+    sure = replace(explanation, probabilities=torch.tensor([0.9, 0.05, 0.05]))
+    unsure = replace(explanation, probabilities=torch.tensor([0.19, 0.01, 0.0]))  # 3 classes: as if more
+    assert acol_explainer.doubt(sure) == ""
+    note = acol_explainer.doubt(unsure)
+    assert "only 19%" in note and "knows only its 3 bird species" in note and "where it looks" in note
 
 
 def test_resolve_class_by_index_name_or_unique_part():
@@ -168,6 +242,7 @@ def test_examples_know_their_true_boxes_by_content(tmp_path):
     copy = tmp_path / "uploaded_copy.png"
     copy.write_bytes((folder / "a.png").read_bytes())
     assert np.array_equal(examples.true_boxes(copy), [[1, 2, 30, 40]])
+    assert examples.true_class(copy) == "red" and examples.true_class(tmp_path / "examples" / "b.png") == "blue"
     assert examples.true_boxes(folder / "b.png") is None
 
 
@@ -181,6 +256,8 @@ def test_examples_from_a_cub_layout_root(tmp_path):
     examples = ExampleImages([tmp_path])
     assert examples.paths == [str(tmp_path / "images" / "001.Red_Bird" / "r.jpg")]
     assert np.array_equal(examples.true_boxes(examples.paths[0]), [[5, 6, 25, 36]])
+    assert examples.true_class(examples.paths[0]) == "Red Bird"
+    assert examples.groups[0].belongs_to(["Blue Bird", "Red Bird"]) and not examples.groups[0].belongs_to(["Blue Bird"])
 
 
 def test_cli_writes_the_four_panel_png(tiny_checkpoints, tmp_path, capsys):

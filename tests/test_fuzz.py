@@ -128,7 +128,7 @@ def client(viewer_url):
 @given(case=image_files())
 def test_the_page_shows_the_maps_or_says_what_is_wrong_with_the_file(client, case):
     with written(case) as path:
-        *panels, classes, _, _, status, _ = client.predict(handle_file(str(path)), "tiny_acol", 0.6, 0.2,
+        *panels, classes, _, _, status, _, _ = client.predict(handle_file(str(path)), "tiny_acol", 0.6, 0.2,
                                                         api_name="/explain")
     if status.startswith("**Cannot explain this:**"):
         assert path.name in status and "/tmp" not in status  # names the file, hides server paths

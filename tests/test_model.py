@@ -143,6 +143,20 @@ def test_reexplain_matches_a_full_forward_and_skips_the_backbone():
     assert again.erase_threshold == 0.3
 
 
+def test_a_hand_made_erase_mask_replaces_branch_as_thresholded_map_for_branch_b():
+    model = tiny_acol().eval()
+    images = torch.randn(1, 3, 64, 64)
+    first = model(images)
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, 2, 3] = mask[0, 5, 5] = True
+    hand = model.reexplain(first, erase_mask=mask)
+    assert torch.equal(hand.erase_masks[1], mask)
+    assert torch.equal(hand.class_maps[0], first.class_maps[0]), "branch A is untouched"
+    erased = first.features * (~mask).unsqueeze(1)
+    assert torch.allclose(hand.class_maps[1], model.heads[1](erased), atol=1e-6)
+    assert torch.equal(model.reexplain(hand).erase_masks[1], first.erase_masks[1]), "no mask: δ again"
+
+
 @pytest.mark.parametrize("name, channels, stride", [
     ("tiny", 64, 8), ("vgg16", 512, 8), ("resnet50", 2048, 16), ("efficientnet_lite0", 320, 16),
     ("efficientnet_lite0_cut", 112, 16), ("efficientnet_lite0_stacked", 432, 16)])
