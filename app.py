@@ -68,8 +68,10 @@ trained to predict the same label from them, so it learned to use evidence A's p
 hold. The line under it is B's verdict: its top-3 classes on the erased features.
 
 **Fused map + box.** The element-wise max of A's and B's maps: wherever either found evidence.
-The cyan box surrounds the largest region >= the box threshold (a fraction of the map's peak);
-when the true box (green) is known, the line above the views gives their IoU.
+The cyan box surrounds the largest region above the box threshold, cut as clovaai/wsolevaluation
+cuts it: the map resized to the picture, min-max normalized to [0, 1] (so the fused map's lowest
+value becomes 0), then kept where > the threshold. When the true box (green) is known, the line
+above the views gives their IoU.
 
 **Class.** The top-5 classes by branch A's softmax. The chosen class's maps are shown and its
 map drives the erasing (in training, the true label does). Changing δ or the class reuses the
@@ -367,7 +369,7 @@ def build_controls(viewer: Viewer, first: FirstView) -> Controls:
             delta = gr.Slider(0.0, 1.0, value=explainer.model.erase_threshold, step=0.05, interactive=explainer.is_acol,
                               label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
             box = gr.Slider(0.0, 1.0, value=explainer.default_box_threshold, step=0.05,
-                            label="Box threshold (fraction of the fused map's peak)", elem_id="box-threshold")
+                            label="Box threshold (on the fused map, normalized to [0, 1])", elem_id="box-threshold")
         with gr.Column(scale=3, min_width=260):
             groups = viewer.examples.for_model(viewer.shelf.class_names(first.model))
             example_sets, example_boxes = [], []

@@ -218,7 +218,7 @@ def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
         erased = branch_b = None
         titles = ("Class activation map (CAM)", "Erased features: none (CAM)",
                   "Branch B: none (CAM)", "CAM map + box")
-    caption += f" · box at {box_threshold:.2f} of the peak"
+    caption += f" · box above {box_threshold:.2f}"
     if iou is not None:
         caption += f" · IoU with true box {iou:.2f}"
     return Panels(branch_a, erased, branch_b, fused, titles, box, iou, caption)

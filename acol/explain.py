@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class", dest="class_", default=None,
                         help="class to explain, by index or name (default: branch A's top-1)")
     parser.add_argument("--box-threshold", type=float, default=None,
-                        help="box threshold as a fraction of the map's peak (default: the checkpoint's)")
+                        help="box threshold on the map normalized to [0, 1], as wsolevaluation cuts it "
+                             "(default: the checkpoint's)")
     parser.add_argument("--true-box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
                         help="the object's true box in image pixels, to draw and score (repeatable)")
     args = parser.parse_args(argv)
