@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cam-threshold", type=float, default=None,
                         help="CAM threshold for GT-known/top-1 loc, for every map; default: the "
                              "checkpoint's (chosen on validation), else the best on this data")
+    parser.add_argument("--choose-thresholds", action="store_true",
+                        help="choose every map's CAM threshold on this data, ignoring the checkpoint's "
+                             "(re-validating a shipped model)")
     parser.add_argument("--erase-threshold", type=float, default=None,
                         help="erase threshold at inference (default: the checkpoint's)")
     parser.add_argument("--input-size", type=int, default=None)
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = make_loader(dataset, args.batch_size, args.workers)
     if args.erase_threshold is not None:
         model.erase_threshold = args.erase_threshold
-    cam_thresholds = config.get("metrics", {}).get("cam_thresholds", {})
+    cam_thresholds = {} if args.choose_thresholds else config.get("metrics", {}).get("cam_thresholds", {})
     if args.cam_threshold is not None:
         cam_thresholds = {name: args.cam_threshold for name in map_names(len(model.heads))}
     inference = run_inference(model, loader)
