@@ -147,7 +147,7 @@ def efficientnet_lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
     return renamed
 
 
-def _efficientnet_lite0(weights, out_channels: int, **features) -> Backbone:
+def _efficientnet_lite0(weights, out_channels: int, stride: int = 16, **features) -> Backbone:
     """timm's ``tf_efficientnet_lite0`` as a feature extractor (``features`` go to timm); the maps
     of several ``out_indices`` are stacked along the channels."""
     import timm
@@ -161,7 +161,7 @@ def _efficientnet_lite0(weights, out_channels: int, **features) -> Backbone:
         if missing:
             raise ValueError(f"efficientnet_lite0 weights lack {len(missing)} keys, e.g. {missing[:3]}")
         net.load_state_dict({k: state[k] for k in kept})
-    return Backbone(_ChannelStack(net), out_channels=out_channels, stride=16, mean=TF_LITE_MEAN, std=TF_LITE_STD)
+    return Backbone(_ChannelStack(net), out_channels=out_channels, stride=stride, mean=TF_LITE_MEAN, std=TF_LITE_STD)
 
 
 @register_backbone("efficientnet_lite0")
@@ -185,6 +185,14 @@ def efficientnet_lite0_cut(weights=None) -> Backbone:
     """EfficientNet-Lite0 cut after its stride-16 stage: 112 shallower channels, 14x14 at
     224 px, fast. Its maps spread more; the synthetic teaching model uses it."""
     return _efficientnet_lite0(weights, 112, out_indices=(3,))
+
+
+@register_backbone("efficientnet_lite0_s8")
+def efficientnet_lite0_s8(weights=None) -> Backbone:
+    """EfficientNet-Lite0 cut after its stride-8 stage: 40 channels at stride 8, 16x16 maps at
+    128 px, cheap. The synthetic teaching models use it: cells fine enough to tell the head
+    from the body."""
+    return _efficientnet_lite0(weights, 40, stride=8, out_indices=(2,))
 
 
 class _ChannelStack(nn.Module):

@@ -145,7 +145,8 @@ def test_reexplain_matches_a_full_forward_and_skips_the_backbone():
 
 @pytest.mark.parametrize("name, channels, stride", [
     ("tiny", 64, 8), ("vgg16", 512, 8), ("resnet50", 2048, 16), ("efficientnet_lite0", 320, 16),
-    ("efficientnet_lite0_cut", 112, 16), ("efficientnet_lite0_stacked", 432, 16)])
+    ("efficientnet_lite0_cut", 112, 16), ("efficientnet_lite0_stacked", 432, 16),
+    ("efficientnet_lite0_s8", 40, 8)])
 def test_backbones_report_their_channels_and_stride(name, channels, stride):
     backbone = create_backbone(name).eval()
     with torch.no_grad():
