@@ -147,11 +147,15 @@ def efficientnet_lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
     return renamed
 
 
-def _efficientnet_lite0(weights, out_channels: int, stride: int = 16, **features) -> Backbone:
+def _efficientnet_lite0(weights, out_channels: int, stride: int = 16, stages: int | None = None,
+                        **features) -> Backbone:
     """timm's ``tf_efficientnet_lite0`` as a feature extractor (``features`` go to timm); the maps
-    of several ``out_indices`` are stacked along the channels."""
+    of several ``out_indices`` are stacked along the channels. ``stages``: keep only the first
+    ones (timm's extractor otherwise keeps, and runs, every stage past the last one returned)."""
     import timm
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, **features)
+    if stages is not None:
+        net.blocks = net.blocks[:stages]
     if weights is not None:
         state = (efficientnet_lite0_imagenet_state_dict() if weights == "imagenet"
                  else _load_local_state_dict(weights))
@@ -192,7 +196,7 @@ def efficientnet_lite0_s8(weights=None) -> Backbone:
     """EfficientNet-Lite0 cut after its stride-8 stage: 40 channels at stride 8, 16x16 maps at
     128 px, cheap. The synthetic teaching models use it: cells fine enough to tell the head
     from the body."""
-    return _efficientnet_lite0(weights, 40, stride=8, out_indices=(2,))
+    return _efficientnet_lite0(weights, 40, stride=8, stages=3, out_indices=(2,))
 
 
 class _ChannelStack(nn.Module):
