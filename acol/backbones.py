@@ -204,11 +204,15 @@ def efficientnet_lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
     return renamed
 
 
-def _efficientnet_lite0(weights, out_channels: int, **features) -> Backbone:
+def _efficientnet_lite0(weights, out_channels: int, stride: int = 16, stages: int | None = None,
+                        **features) -> Backbone:
     """timm's ``tf_efficientnet_lite0`` as a feature extractor (``features`` go to timm); the maps
-    of several ``out_indices`` are stacked along the channels."""
+    of several ``out_indices`` are stacked along the channels. ``stages``: keep only the first
+    ones (timm's extractor otherwise keeps, and runs, every stage past the last one returned)."""
     import timm
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, **features)
+    if stages is not None:
+        net.blocks = net.blocks[:stages]
     if weights is not None:
         state = (efficientnet_lite0_imagenet_state_dict() if weights == "imagenet"
                  else _load_local_state_dict(weights))
@@ -223,7 +227,7 @@ def _efficientnet_lite0(weights, out_channels: int, **features) -> Backbone:
     used = [int(name.split(".")[1]) + 1 for name in net.feature_info.module_name()]  # "blocks.4" -> stage 5
     stages = [nn.Sequential(net.conv_stem, net.bn1), *net.blocks[:used[-1]]]
     stacked = dict(zip(used[:-1], net.feature_info.channels()[:-1]))
-    return Backbone(_ChannelStack(net), out_channels=out_channels, stride=16, mean=TF_LITE_MEAN,
+    return Backbone(_ChannelStack(net), out_channels=out_channels, stride=stride, mean=TF_LITE_MEAN,
                     std=TF_LITE_STD, stages=stages, stacked=stacked)
 
 
@@ -248,6 +252,14 @@ def efficientnet_lite0_cut(weights=None) -> Backbone:
     """EfficientNet-Lite0 cut after its stride-16 stage: 112 shallower channels, 14x14 at
     224 px, fast. Its maps spread more; the synthetic teaching model uses it."""
     return _efficientnet_lite0(weights, 112, out_indices=(3,))
+
+
+@register_backbone("efficientnet_lite0_s8")
+def efficientnet_lite0_s8(weights=None) -> Backbone:
+    """EfficientNet-Lite0 cut after its stride-8 stage: 40 channels at stride 8, 16x16 maps at
+    128 px, cheap. The synthetic teaching models use it: cells fine enough to tell the head
+    from the body."""
+    return _efficientnet_lite0(weights, 40, stride=8, stages=3, out_indices=(2,))
 
 
 class _ChannelStack(nn.Module):

@@ -48,8 +48,11 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def save_checkpoint(path: str | Path, model: ACoL, *, backbone: str, class_names: list[str],
                     input_size: int, recipe: dict | None = None, metrics: dict | None = None,
-                    half: bool = False) -> Path:
+                    half: bool = False, description: str = "") -> Path:
     """Write ``model`` and its config atomically (a kill never leaves half a file).
+
+    ``description``: a short text for people (what it was trained on, its validation figures,
+    what its maps tend to do), stored as ``config["description"]``.
 
     ``half=True`` stores floating-point weights as float16 (half the size; loading casts back).
     """
@@ -62,7 +65,8 @@ def save_checkpoint(path: str | Path, model: ACoL, *, backbone: str, class_names
         tensors[name] = tensor.half() if half and tensor.is_floating_point() else tensor
     config = {"model": model_config(model, backbone), "class_names": list(class_names),
               "input_size": input_size, "mean": list(model.backbone.mean),
-              "std": list(model.backbone.std), "recipe": recipe or {}, "metrics": metrics or {}}
+              "std": list(model.backbone.std), "recipe": recipe or {}, "metrics": metrics or {},
+              "description": description}
     metadata = {"format": FORMAT, "config": json.dumps(config), "sha256": _digest(tensors)}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(path, tensors, metadata)

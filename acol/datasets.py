@@ -14,13 +14,17 @@ from pathlib import Path
 from .data import CSVBoxDataset, CUBDataset, WSOLEvalDataset
 from .synthetic import SyntheticParts
 
-SYNTHETIC_SPLITS = {"train": (2000, 0), "test": (500, 1)}  # split -> (num_images, seed)
+# split -> (num_images, seed). Training uses seeds 0 (train) and 1 (validation); assets/examples
+# are seed 2; "heldout" (seed 3) is never seen by training nor by choosing CAM thresholds.
+SYNTHETIC_SPLITS = {"train": (2000, 0), "test": (500, 1), "heldout": (500, 3)}
 
 
-def build_dataset(kind_or_root: str | Path, split: str = "train", transform=None, data_root: str | Path | None = None):
+def build_dataset(kind_or_root: str | Path, split: str = "train", transform=None, data_root: str | Path | None = None,
+                  **synthetic_options):
     """Open a dataset by looking at what `kind_or_root` is.
 
-    - "synthetic": SyntheticParts with the default sizes/seeds in SYNTHETIC_SPLITS
+    - "synthetic": SyntheticParts with the sizes/seeds in SYNTHETIC_SPLITS; ``synthetic_options``
+      (num_classes, image_size) go to it
     - a .csv file, or a folder holding `<split>.csv`: CSVBoxDataset (images relative to the CSV's folder)
     - a folder with images.txt and bounding_boxes.txt: CUBDataset(folder, split)
     - a wsolevaluation metadata folder (image_ids.txt, class_labels.txt), or a folder holding
@@ -31,7 +35,7 @@ def build_dataset(kind_or_root: str | Path, split: str = "train", transform=None
         if split not in SYNTHETIC_SPLITS:
             raise ValueError(f"synthetic splits are {list(SYNTHETIC_SPLITS)}, got {split!r}")
         num_images, seed = SYNTHETIC_SPLITS[split]
-        return SyntheticParts(num_images, seed=seed, transform=transform)
+        return SyntheticParts(num_images, seed=seed, transform=transform, **synthetic_options)
 
     root = Path(kind_or_root)
     if root.suffix.lower() == ".csv" and root.is_file():

@@ -24,8 +24,8 @@ import torch
 from tqdm import tqdm
 
 from .maps import score_map
-from .metrics import (CAM_THRESHOLDS, IOU_LEVELS, LocalizationAccumulator, box_coverage,
-                      box_precision, paired_bootstrap, region_overlap)
+from .metrics import (CAM_THRESHOLDS, IOU_LEVELS, PART_FIGURES, LocalizationAccumulator, PartAccumulator,
+                      box_coverage, box_precision, paired_bootstrap, region_overlap)
 
 
 def map_names(num_branches: int) -> list[str]:
@@ -37,13 +37,14 @@ def map_names(num_branches: int) -> list[str]:
 @torch.no_grad()
 def run_inference(model, loader, device="cpu", progress: bool = True, features=None,
                   image_size: tuple[int, int] | None = None) -> dict:
-    """Per image: the true-class maps (feature resolution), logits per map, label and boxes.
+    """Per image: the true-class maps (feature resolution), logits per map, label and boxes
+    (and ``part_masks``, (head, body) bool masks, when every target has them: synthetic data).
 
     ``features``: with a loader of cached frozen-stage outputs (``FeatureCache.batches``), the
     module that turns them into backbone features (the trainable stages); ``image_size`` then
     says the size of the images they came from."""
     model.eval()
-    maps, logits, labels, boxes, image_ids = [], [], [], [], []
+    maps, logits, labels, boxes, image_ids, part_masks = [], [], [], [], [], []
     for inputs, batch_labels, targets in tqdm(loader, desc="inference", disable=not progress):
         inputs, target_class = inputs.to(device), batch_labels.to(device)
         output = (model(inputs, target_class=target_class) if features is None
@@ -55,9 +56,11 @@ def run_inference(model, loader, device="cpu", progress: bool = True, features=N
         labels.append(batch_labels)
         boxes += [target["boxes"].numpy() for target in targets]
         image_ids += [target["image_id"] for target in targets]
+        part_masks += [(t["head_mask"].numpy(), t["body_mask"].numpy()) for t in targets if "head_mask" in t]
         image_size = image_size if features is not None else tuple(inputs.shape[-2:])
     return {"maps": torch.cat(maps), "logits": torch.cat(logits), "labels": torch.cat(labels),
-            "boxes": boxes, "image_ids": image_ids, "image_size": image_size, "num_branches": len(model.heads)}
+            "boxes": boxes, "image_ids": image_ids, "image_size": image_size, "num_branches": len(model.heads),
+            **({"part_masks": part_masks} if part_masks and len(part_masks) == len(boxes) else {})}
 
 
 def _image_maps(inference: dict, i: int) -> np.ndarray:
@@ -98,8 +101,11 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
     chosen = [cam_thresholds.get(name, accumulator.best_threshold()) for name, accumulator in zip(names, accumulators)]
     coverage, precision, peak_in_box = (np.zeros((num_images, len(names))) for _ in range(3))
     overlap_a_b = []
+    parts = PartAccumulator(names, chosen) if "part_masks" in inference else None
     for i in range(num_images):
         scores = _image_maps(inference, i)
+        if parts:
+            parts.add(scores, *inference["part_masks"][i])
         for m in range(len(names)):
             coverage[i, m] = box_coverage(scores[m], boxes[i], chosen[m])
             precision[i, m] = box_precision(scores[m], boxes[i], chosen[m])
@@ -123,6 +129,8 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
             "curves": {f"iou{level}": accumulator.box_accuracy_curve(level, True).round(2).tolist()
                        for level in IOU_LEVELS},
         }
+    for name, figures in (parts.summary() if parts else {}).items():
+        results["maps"][name].update(figures)
     if overlap_a_b:
         results["region_iou_A_B"] = 100 * float(np.mean(overlap_a_b))
     return results
@@ -176,13 +184,27 @@ TABLE_COLUMNS = [("top1_cls", "top-1 cls"), ("gt_known_loc", "GT-known loc"), ("
                  ("cam_threshold", "CAM thr")]
 
 
+PART_COLUMNS = [("peak_on_head", "peak on head"), ("peak_on_body", "peak on body"), ("peak_outside", "peak outside"),
+                ("head_covered", "head covered"), ("body_covered", "body covered")]
+
+
 def results_table(results: dict) -> str:
-    """A Markdown table, one row per map."""
+    """A Markdown table, one row per map; a second one of the part figures, when there are any
+    (percent of images whose peak lies on the head / body / outside; share of each part's mask
+    inside the map's region at its CAM threshold)."""
     lines = ["| map | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
              "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
     for name, numbers in results["maps"].items():
         lines.append(f"| {name} | " + " | ".join(f"{numbers[key]:.2f}" if key == "cam_threshold"
                                                  else f"{numbers[key]:.1f}" for key, _ in TABLE_COLUMNS) + " |")
+    if all(key in numbers for numbers in results["maps"].values() for key in PART_FIGURES):
+        lines += ["", "| map | top-1 cls | " + " | ".join(title for _, title in PART_COLUMNS) + " |",
+                  "|---" * (len(PART_COLUMNS) + 2) + "|"]
+        lines += [f"| {name} | {numbers['top1_cls']:.1f} | " + " | ".join(f"{numbers[key]:.1f}" for key, _ in PART_COLUMNS)
+                  + " |" for name, numbers in results["maps"].items()]
+        if "B" in results["maps"]:
+            lines.append("\nB always sees A's region erased: its top-1 is its accuracy without what A found "
+                         "(the head, when A's peak is on it)")
     if "region_iou_A_B" in results:
         lines.append(f"\nIoU of A's and B's regions: {results['region_iou_A_B']:.1f}% "
                      "(low = B found other parts than A)")
@@ -242,8 +264,9 @@ def check_replacement(path, config: dict, results: dict) -> None:
                           "--force to replace it anyway.")
 
 
-def ship_checkpoint(path, model, config: dict, results: dict) -> Path:
-    """Save ``model`` (fp16) with the thresholds chosen on, and the numbers of, ``results``."""
+def ship_checkpoint(path, model, config: dict, results: dict, description: str | None = None) -> Path:
+    """Save ``model`` (fp16) with the thresholds chosen on, and the numbers of, ``results``;
+    ``description`` replaces the checkpoint's own (kept when None)."""
     from .checkpoint import save_checkpoint
     summary = {name: {key: round(value, 2) for key, value in numbers.items() if isinstance(value, float)}
                for name, numbers in results["maps"].items()}
@@ -254,7 +277,8 @@ def ship_checkpoint(path, model, config: dict, results: dict) -> Path:
                "history": config.get("metrics", {}).get("history", [])}
     return save_checkpoint(path, model, backbone=config["model"]["backbone"],
                            class_names=config["class_names"], input_size=results["input_size"],
-                           recipe=config.get("recipe", {}), metrics=metrics, half=True)
+                           recipe=config.get("recipe", {}), metrics=metrics, half=True,
+                           description=config.get("description", "") if description is None else description)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
                              "erase threshold, the CAM thresholds and these (validation) numbers; "
                              "refused if PATH holds a model that scored better on the same split")
     parser.add_argument("--force", action="store_true", help="--ship even over a better checkpoint")
+    parser.add_argument("--description", default=None,
+                        help="with --ship: a short text stored in the shipped config (what it was trained "
+                             "on, its figures, what its maps do); default: the checkpoint's own")
     parser.add_argument("--compare", metavar="EVAL_DIR", default=None,
                         help="the --out folder of another model's evaluation on the same images (the "
                              "CAM baseline's, say): report the MaxBoxAccV2 margin of this model's final "
@@ -297,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
 
     model, config = load_checkpoint(args.checkpoint)
     size = args.input_size or config["input_size"]
-    dataset = build_dataset(args.data, args.split, eval_transform(size, config["mean"], config["std"]))
+    # Synthetic images are drawn as training drew them: the model's classes, rendered at the size
+    # its input is resized from (SYNTHETIC_SPLITS holds each split's seed).
+    synthetic = ({"num_classes": len(config["class_names"]), "image_size": round(size * 256 / 224)}
+                 if args.data == "synthetic" else {})
+    dataset = build_dataset(args.data, args.split, eval_transform(size, config["mean"], config["std"]), **synthetic)
     loader = make_loader(dataset, args.batch_size, args.workers)
     if args.erase_threshold is not None:
         model.erase_threshold = args.erase_threshold
@@ -334,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         except ShipRefused as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        ship_checkpoint(args.ship, model, config, results)
+        ship_checkpoint(args.ship, model, config, results, args.description)
         print(f"shipped {args.ship}")
     print(f"\nwrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'box_accuracy.png'}, "
           f"{out / 'best_iou.npz'}")

@@ -166,3 +166,53 @@ class LocalizationAccumulator:
         return {"gt_known_loc": 100 * float(hit.mean()),
                 "top1_loc": 100 * float((hit & np.array(self.top1_correct)).mean()),
                 "top5_loc": 100 * float((hit & np.array(self.top5_correct)).mean())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Part-level figures, for data that knows each object's parts (acol.synthetic's head and body)
+
+
+def peak_part(localization_map: np.ndarray, head_mask: np.ndarray, body_mask: np.ndarray) -> str:
+    """Where the map's peak (its first maximum in row-major order) lies: "head", "body" or
+    "outside" the object. The masks are bool [H, W] at the map's resolution."""
+    peak = np.unravel_index(np.argmax(localization_map), np.shape(localization_map))
+    return "head" if head_mask[peak] else "body" if body_mask[peak] else "outside"
+
+
+def part_coverage(localization_map: np.ndarray, part_mask: np.ndarray, threshold: float) -> float:
+    """The share of a part's mask inside the map's region at ``threshold`` (``cut_map``);
+    0 when the part is not visible at all."""
+    part = np.asarray(part_mask, dtype=bool)
+    if not part.any():
+        return 0.0
+    return float((cut_map(localization_map, threshold) & part).sum() / part.sum())
+
+
+PART_FIGURES = ("peak_on_head", "peak_on_body", "peak_outside", "head_covered", "body_covered")
+
+
+class PartAccumulator:
+    """Per map: where each image's peak lies, and how much of the head and of the body the
+    map's region at its CAM threshold covers. ``summary()`` gives PART_FIGURES in percent."""
+
+    def __init__(self, names: list[str], thresholds: list[float]):
+        self.names, self.thresholds = list(names), list(thresholds)
+        self.rows: dict[str, list[tuple[str, float, float]]] = {name: [] for name in self.names}
+
+    def add(self, maps, head_mask: np.ndarray, body_mask: np.ndarray) -> None:
+        """One image: its score maps in ``names`` order, and its head and body masks."""
+        head_mask, body_mask = np.asarray(head_mask, dtype=bool), np.asarray(body_mask, dtype=bool)
+        for name, threshold, scores in zip(self.names, self.thresholds, maps):
+            self.rows[name].append((peak_part(scores, head_mask, body_mask),
+                                    part_coverage(scores, head_mask, threshold),
+                                    part_coverage(scores, body_mask, threshold)))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        figures = {}
+        for name, rows in self.rows.items():
+            peaks = np.array([row[0] for row in rows])
+            figures[name] = {f"peak_{where}": 100 * float(np.mean(peaks == part)) if rows else 0.0
+                             for where, part in (("on_head", "head"), ("on_body", "body"), ("outside", "outside"))}
+            figures[name].update(head_covered=100 * float(np.mean([row[1] for row in rows])) if rows else 0.0,
+                                 body_covered=100 * float(np.mean([row[2] for row in rows])) if rows else 0.0)
+        return figures

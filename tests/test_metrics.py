@@ -154,3 +154,79 @@ def test_precision_is_the_share_of_the_region_inside_the_box():
     assert box_precision(scores, np.array([[0, 0, 2, 4]]), 0.5) == pytest.approx(0.5)   # half of it in the box
     assert box_precision(scores, np.array([[0, 0, 8, 4]]), 0.5) == pytest.approx(1.0)
     assert np.isnan(box_precision(np.ones((4, 4)), np.array([[0, 0, 2, 2]]), 0.5))      # no region at all
+
+
+# ----------------------------------------------------------------------------------------------
+# Part-level figures (synthetic head/body masks)
+
+from acol.metrics import PartAccumulator, part_coverage, peak_part  # noqa: E402
+
+
+def part_masks(shape, head_cells, body_cells):
+    head, body = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    for cells, mask in ((head_cells, head), (body_cells, body)):
+        for row, col in cells:
+            mask[row, col] = True
+    return head, body
+
+
+def test_peak_part_names_the_part_under_the_first_maximum():
+    scores = np.array([[0.0, 0.2, 0.1], [0.3, 1.0, 0.0], [0.0, 0.0, 1.0]])  # two maxima: (1, 1) first
+    head, body = part_masks(scores.shape, [(1, 1)], [(2, 2), (0, 0)])
+    assert peak_part(scores, head, body) == "head"
+    assert peak_part(scores, body, head) == "body"
+    assert peak_part(scores, *part_masks(scores.shape, [(2, 2)], [(0, 1)])) == "outside"
+
+
+def test_part_coverage_uses_the_wsolevaluation_cut():
+    # 8-bit quantized: 0, 229, 255, 51 / 0, 153, 102, 0; at t = 0.5 the region is > 127:
+    # (0, 1), (0, 2) and (1, 1).
+    scores = np.array([[0.0, 0.9, 1.0, 0.2], [0.0, 0.6, 0.4, 0.0]])
+    head, body = part_masks(scores.shape, [(0, 2), (1, 2)], [(0, 0), (0, 1), (0, 3), (1, 0)])
+    assert part_coverage(scores, head, 0.5) == 0.5
+    assert part_coverage(scores, body, 0.5) == 0.25
+    assert part_coverage(scores, body, 0.0) == 0.5  # > 0: (0, 1) and (0, 3)
+    assert part_coverage(scores, np.zeros_like(head), 0.5) == 0.0  # a part out of view
+    assert part_coverage(np.ones_like(scores), head, 0.0) == 0.0   # a flat map marks nothing
+
+
+def test_part_accumulator_summarizes_each_map_in_percent():
+    head, body = part_masks((2, 2), [(0, 0)], [(0, 1), (1, 1)])
+    on_head = np.array([[1.0, 0.0], [0.0, 0.0]])  # region at 0.5: the head only
+    on_body = np.array([[0.0, 1.0], [0.0, 0.8]])  # region at 0.5: the whole body
+    outside = np.array([[0.0, 0.0], [1.0, 0.0]])
+    parts = PartAccumulator(["A", "B"], [0.5, 0.5])
+    parts.add([on_head, on_body], head, body)
+    parts.add([on_head, outside], head, body)
+    summary = parts.summary()
+    assert summary["A"] == {"peak_on_head": 100, "peak_on_body": 0, "peak_outside": 0,
+                            "head_covered": 100, "body_covered": 0}
+    assert summary["B"] == {"peak_on_head": 0, "peak_on_body": 50, "peak_outside": 50,
+                            "head_covered": 0, "body_covered": 50}
+
+
+def test_compute_metrics_adds_part_figures_and_a_second_table_only_when_masks_are_known():
+    maps = torch.zeros(2, 3, 10, 10)
+    maps[:, 0, 2:4, 2:4] = 1      # A: on the head
+    maps[:, 1, 4:8, 2:8] = 1      # B: on the body
+    maps[:, 2] = maps[:, :2].amax(1)
+    head, body = np.zeros((10, 10), dtype=bool), np.zeros((10, 10), dtype=bool)
+    head[2:4, 2:4], body[4:8, 2:8] = True, True
+    inference = {"maps": maps, "labels": torch.tensor([0, 1]),
+                 "logits": torch.tensor([[[5.0, 0.0]] * 3, [[0.0, 5.0]] * 3]),
+                 "boxes": [np.array([[2, 2, 8, 8]])] * 2, "image_size": (10, 10), "num_branches": 2}
+    without = compute_metrics(inference, progress=False)
+    assert "peak_on_head" not in without["maps"]["A"] and "peak on head" not in results_table(without)
+
+    results = compute_metrics({**inference, "part_masks": [(head, body)] * 2},
+                              cam_thresholds={"A": 0.5, "B": 0.5, "fused": 0.5}, progress=False)
+    a, b, fused = (results["maps"][name] for name in ("A", "B", "fused"))
+    assert (a["peak_on_head"], b["peak_on_body"]) == (100, 100)
+    assert b["peak_on_head"] == 0 and a["peak_outside"] == 0
+    # The bicubic resize is the identity at the same size, so the regions are the painted blocks.
+    assert (a["head_covered"], a["body_covered"]) == (100, 0)
+    assert (b["head_covered"], b["body_covered"]) == (0, 100)
+    assert (fused["head_covered"], fused["body_covered"]) == (100, 100)
+    table = results_table(results)
+    assert "| map | top-1 cls | peak on head |" in table and "| B | 100.0 | 0.0 | 100.0 |" in table
+    assert "B always sees A's region erased" in table

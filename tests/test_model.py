@@ -159,7 +159,8 @@ def test_a_hand_made_erase_mask_replaces_branch_as_thresholded_map_for_branch_b(
 
 @pytest.mark.parametrize("name, channels, stride", [
     ("tiny", 64, 8), ("vgg16", 512, 8), ("resnet50", 2048, 16), ("efficientnet_lite0", 320, 16),
-    ("efficientnet_lite0_cut", 112, 16), ("efficientnet_lite0_stacked", 432, 16)])
+    ("efficientnet_lite0_cut", 112, 16), ("efficientnet_lite0_stacked", 432, 16),
+    ("efficientnet_lite0_s8", 40, 8)])
 def test_backbones_report_their_channels_and_stride(name, channels, stride):
     backbone = create_backbone(name).eval()
     with torch.no_grad():
@@ -190,3 +191,16 @@ def test_the_stacked_backbone_is_the_cut_and_the_full_features_side_by_side():
                           ("efficientnet_lite0_stacked", "efficientnet_lite0_cut", "efficientnet_lite0"))
     with torch.no_grad():
         assert torch.allclose(stacked(images), torch.cat([cut(images), full(images)], 1), atol=1e-5)
+
+
+def test_the_stride_8_cut_keeps_only_the_stages_it_returns_and_matches_the_full_extractor():
+    import timm
+    from acol.backbones import efficientnet_lite0_imagenet_state_dict
+    cut = create_backbone("efficientnet_lite0_s8", weights="imagenet").eval()
+    assert len(cut.body.net.blocks) == 3  # nothing past the stride-8 stage is kept or run
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(2,))
+    state = efficientnet_lite0_imagenet_state_dict()
+    full.load_state_dict({k: state[k] for k in full.state_dict()})
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(cut(images), full.eval()(images)[0], atol=1e-5)
