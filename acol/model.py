@@ -50,11 +50,12 @@ class ClassifierHead(nn.Sequential):
         return self[-1]
 
 
-def erase_features(features: torch.Tensor, localization_map: torch.Tensor,
-                   erase_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def erase_features(features: torch.Tensor, localization_map: torch.Tensor, erase_threshold: float,
+                   erase_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero the feature positions where the normalized ``localization_map [B, h, w]`` is
-    ``>= erase_threshold``. Returns ``(erased_features, erase_mask)``, mask True where erased."""
-    erase_mask = localization_map >= erase_threshold
+    ``>= erase_threshold``, or where a given ``erase_mask`` (bool, a hand-made one) says.
+    Returns ``(erased_features, erase_mask)``, mask True where erased."""
+    erase_mask = localization_map >= erase_threshold if erase_mask is None else erase_mask.to(torch.bool)
     return features * (~erase_mask).unsqueeze(1).to(features.dtype), erase_mask
 
 
@@ -116,11 +117,8 @@ class ACoL(nn.Module):
             localization_map = normalize_maps(class_map[torch.arange(len(class_map)), target_class])
             erase_masks.append(erased)
             # The next branch sees everything found so far erased (masks are not differentiable).
-            if index == 0 and erase_mask is not None:
-                newly_erased = erase_mask.to(torch.bool)
-                branch_input = branch_input * (~newly_erased).unsqueeze(1).to(features.dtype)
-            else:
-                branch_input, newly_erased = erase_features(branch_input, localization_map.detach(), threshold)
+            branch_input, newly_erased = erase_features(branch_input, localization_map.detach(), threshold,
+                                                        erase_mask if index == 0 else None)
             erased = erased | newly_erased
             logits.append(class_map.mean((2, 3)))  # global average pooling
             class_maps.append(class_map)
