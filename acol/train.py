@@ -161,7 +161,11 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, bool]:
         parser.error(f"unknown config keys: {sorted(unknown)}")
     if values.get("weights") in ("none", "None", ""):
         values["weights"] = None
-    return TrainConfig(**values), bool(args.resume)
+    config = TrainConfig(**values)
+    if config.freeze_backbone and config.trainable_stages:
+        parser.error(f"--freeze-backbone true and --trainable-stages {config.trainable_stages} disagree: "
+                     "leave one of them out")
+    return config, bool(args.resume)
 
 
 def build_datasets(config: TrainConfig, mean, std):
@@ -189,6 +193,9 @@ def learning_rate_scale(progress: float, config: TrainConfig) -> float:
 def trainable_stages(config: TrainConfig, backbone) -> int:
     """How many of the backbone's last stages train: ``freeze_backbone`` means none."""
     if config.freeze_backbone:
+        if config.trainable_stages:
+            raise ValueError(f"--freeze-backbone true and --trainable-stages {config.trainable_stages} "
+                             "disagree: leave one of them out")
         return 0
     count = len(backbone.stages) if config.trainable_stages is None else config.trainable_stages
     backbone.split(count)  # raises a clear error for a count this backbone does not have

@@ -57,6 +57,8 @@ def make(config, backbone, num_classes):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12, help="steps timed per model for the step-time ratio")
+    parser.add_argument("--epoch-steps", type=int, default=None,
+                        help="time this many steps of each epoch and scale to a whole epoch (default: whole epochs)")
     args, train_flags = parser.parse_known_args()
     if "--config" not in train_flags:
         train_flags = ["--config", str(REPO / "configs" / "cub50_acol.yaml"), *train_flags]
@@ -86,15 +88,19 @@ def main():
           f"ratio {acol_ms / cam_ms:.3f} (target <= 1.15)")
 
     epoch_steps = len(dataset) // config.batch_size
+    timed_steps = min(args.epoch_steps or epoch_steps, epoch_steps)
+    scale = epoch_steps / timed_steps  # 1 unless --epoch-steps: then an epoch is extrapolated
     started = time.perf_counter()
-    for _ in range(epoch_steps):
+    for _ in range(timed_steps):
         step(acol, acol_opt, images, labels)
-    compute = time.perf_counter() - started
+    compute = (time.perf_counter() - started) * scale
     started = time.perf_counter()
-    for batch_images, batch_labels, _ in make_loader(dataset, config.batch_size, config.workers,
-                                                     shuffle=True, drop_last=True):
+    loader = make_loader(dataset, config.batch_size, config.workers, shuffle=True, drop_last=True)
+    for _, (batch_images, batch_labels, _) in zip(range(timed_steps), loader):
         step(acol, acol_opt, batch_images, batch_labels)
-    fed = time.perf_counter() - started
+    fed = (time.perf_counter() - started) * scale
+    if scale != 1:
+        print(f"(epochs below: {timed_steps} of {epoch_steps} steps timed, scaled to a whole epoch)")
     print(f"one epoch of ACoL ({epoch_steps} steps): {compute:.1f} s on a batch in memory, {fed:.1f} s fed by "
           f"a fresh loader ({config.workers} worker(s), start-up included): {fed / compute:.3f}x (target <= 1.10)")
 
@@ -102,14 +108,15 @@ def main():
     if stages == len(acol.backbone.stages):
         return
     frozen, trainable = acol.backbone.split(stages)
+    cached_images = torch.utils.data.Subset(dataset, range(min(len(dataset), timed_steps * config.batch_size)))
     started = time.perf_counter()
-    cache = compute_feature_cache(frozen, dataset, 1, config.view_seed, {}, config.batch_size, config.workers)
-    per_view = time.perf_counter() - started
+    cache = compute_feature_cache(frozen, cached_images, 1, config.view_seed, {}, config.batch_size, config.workers)
+    per_view = (time.perf_counter() - started) * len(dataset) / len(cached_images)
     set_training_mode(acol, config)
     started = time.perf_counter()
     for cached, batch_labels in cache.epoch(config.batch_size, torch.Generator().manual_seed(0)):
         step(acol, acol_opt, cached, batch_labels, features=trainable)
-    cached_epoch = time.perf_counter() - started
+    cached_epoch = (time.perf_counter() - started) * epoch_steps / (len(cached_images) // config.batch_size)
     print(f"feature cache, last {stages} stage(s) training: caching one view of each of {len(dataset)} images "
           f"took {per_view:.1f} s (a run with --cache-views {config.cache_views or 'V'} pays "
           f"{config.cache_views or 'V'}x that once); one epoch on the cache {cached_epoch:.1f} s against "
