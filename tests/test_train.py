@@ -310,3 +310,9 @@ def test_every_flag_has_its_one_line_help_and_a_boolean_flag_refuses_a_typo(caps
     with pytest.raises(SystemExit):
         train_main(TINY_RUN + ["--freeze-backbone", "ture"])
     assert "expected true or false, got 'ture'" in capsys.readouterr().err
+
+
+def test_a_frozen_backbone_with_trainable_stages_is_refused_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_main(TINY_RUN + ["--freeze-backbone", "true", "--trainable-stages", "1", "--out", str(tmp_path / "run")])
+    assert "disagree" in capsys.readouterr().err and not (tmp_path / "run").exists()
