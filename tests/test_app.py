@@ -64,7 +64,7 @@ def test_explain_then_move_the_slider_change_the_class_and_export(client, tmp_pa
     assert "δ = 0.20" in class_status, "changing the class keeps the slider's δ"
 
     fused_loose, box_status = client.predict(0.9, api_name="/set_box_threshold")
-    assert "box at 0.90" in box_status
+    assert "box above 0.90" in box_status
 
     assert pixels(client.predict(api_name="/sweep")).shape[1] > 1000
     assert pixels(client.predict(CAM, api_name="/compare")).ndim == 3
