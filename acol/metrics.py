@@ -45,14 +45,17 @@ def region_overlap(map_a: np.ndarray, map_b: np.ndarray, threshold: float) -> fl
     return float(np.logical_and(region_a, region_b).sum() / union) if union else 0.0
 
 
-def box_coverage(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> float:
-    """The fraction of the ground-truth box area that the map's region at ``threshold`` covers."""
-    inside = np.zeros(localization_map.shape, dtype=bool)
+def boxes_mask(shape: tuple[int, int], gt_boxes: np.ndarray) -> np.ndarray:
+    """Bool ``shape`` mask, True inside any of the (xyxy, pixel-edge) ground-truth boxes."""
+    inside = np.zeros(shape, dtype=bool)
     for x0, y0, x1, y1 in np.asarray(gt_boxes).round().astype(int):
         inside[max(y0, 0):y1, max(x0, 0):x1] = True
-    if not inside.any():
-        return 0.0
-    return float((cut_map(localization_map, threshold) & inside).sum() / inside.sum())
+    return inside
+
+
+def box_coverage(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> float:
+    """The fraction of the ground-truth box area that the map's region at ``threshold`` covers."""
+    return part_coverage(localization_map, boxes_mask(localization_map.shape, gt_boxes), threshold)
 
 
 def box_precision(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> float:
@@ -62,10 +65,7 @@ def box_precision(localization_map: np.ndarray, gt_boxes: np.ndarray, threshold:
     region = cut_map(localization_map, threshold)
     if not region.any():
         return float("nan")
-    inside = np.zeros(localization_map.shape, dtype=bool)
-    for x0, y0, x1, y1 in np.asarray(gt_boxes).round().astype(int):
-        inside[max(y0, 0):y1, max(x0, 0):x1] = True
-    return float((region & inside).sum() / region.sum())
+    return float((region & boxes_mask(localization_map.shape, gt_boxes)).sum() / region.sum())
 
 
 def box_accuracy(ious: np.ndarray, iou_level: int) -> np.ndarray:
