@@ -38,6 +38,7 @@ from acol.serving import (CheckpointShelf, ExampleImages, RequestTimeout, Viewer
 REPO = Path(__file__).resolve().parent
 CHECKPOINTS = REPO / "checkpoints"
 EXAMPLES = REPO / "assets" / "examples"
+EVERYDAY_EXAMPLES = REPO / "assets" / "everyday"  # redistributable photos for the everyday model
 # System fonts: the default theme would fetch its fonts from Google, and the page must run offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
@@ -128,8 +129,10 @@ class Viewer:
         """The four panels as the page shows them, the status line under the controls (with a
         note when the top class is unlikely) and B's verdict under its map."""
         panels = render_panels(explanation, box_threshold)
-        doubt = self.shelf[explanation.model_name].doubt(explanation)
-        status = panels.caption + (f"  \n**Unlikely:** {doubt}" if doubt else "")
+        explainer = self.shelf[explanation.model_name]
+        out_of_scope, doubt = explainer.out_of_scope(explanation), explainer.doubt(explanation)
+        status = panels.caption + (f"  \n**Not made for this picture:** {out_of_scope}" if out_of_scope
+                                   else f"  \n**Unlikely:** {doubt}" if doubt else "")
         return *page_pictures(panels), status, branch_b_verdict(explanation)
 
     def no_examples(self, model_name) -> str:
@@ -158,6 +161,41 @@ class Viewer:
         """(cache, picture) for the "Compare with CAM" tab; while it is closed, nothing is computed
         or sent: a slider move stays one event and three pictures (bench/app_load.py)."""
         return self.compare_with_cam(cache, baseline_name) if compare_open else (cache, gr.skip())
+
+    def route(self, path, model_name, model_picked) -> str:
+        """The model that explains ``path``: the chosen one if the user picked it or ``path`` is one of
+        its examples; otherwise (an upload, say, while the page's first model is chosen) the
+        everyday model, made for any photo."""
+        everyday = self.shelf.everyday()
+        if model_picked or everyday is None or path is None:
+            return model_name
+        own_examples = self.examples.for_model(self.shelf.class_names(model_name))
+        return model_name if self.examples.group_of(path) in own_examples else everyday
+
+    def model_page(self, model_name):
+        """What a model brings to the page: its description, its examples shown (or the note
+        that it has none) and its box threshold."""
+        groups = self.examples.for_model(self.shelf.class_names(model_name))
+        shown = [gr.update(visible=index in groups) for index in range(len(self.example_files))]
+        try:
+            box_threshold = self.shelf[model_name].default_box_threshold
+        except CheckpointError:
+            box_threshold = gr.skip()  # explaining says what is wrong with the file
+        return (self.about(model_name), *shown, gr.update(visible=not groups, value=self.no_examples(model_name)),
+                box_threshold)
+
+    def explain_upload(self, path, model_name, erase_threshold, box_threshold, compare_open, model_picked):
+        """A new image: explained by the model ``route`` chooses. When that is not the chosen
+        model (an upload sent to the everyday model), the model and its page follow."""
+        routed = self.route(path, model_name, model_picked)
+        if routed == model_name:
+            return *self.explain_image(path, model_name, erase_threshold, box_threshold, compare_open), \
+                *[gr.skip()] * (len(self.example_files) + 4)
+        explainer = self.shelf[routed]
+        explained = list(self.explain_image(path, routed, explainer.model.erase_threshold,
+                                            explainer.default_box_threshold, compare_open))
+        explained[7] = {**explained[7], "value": explainer.model.erase_threshold}  # the δ slider
+        return *explained, routed, *self.model_page(routed)
 
     def explain_image(self, path, model_name, erase_threshold, box_threshold, compare_open):
         empty = (ViewerCache(), None, None, None, None, gr.update(choices=[], value=None),
@@ -190,14 +228,12 @@ class Viewer:
         is none): then the new model's first example replaces it and explaining follows from the
         image's change (or the views clear, with a note, when the model has no examples)."""
         groups = self.examples.for_model(self.shelf.class_names(model_name))
-        shown = [gr.update(visible=index in groups) for index in range(len(self.example_files))]
         try:
             explainer = self.shelf[model_name]
             erase_threshold, box_threshold = explainer.model.erase_threshold, explainer.default_box_threshold
         except CheckpointError:
             pass  # explaining says what is wrong with the file
-        head = (self.about(model_name), *shown, gr.update(visible=not groups, value=self.no_examples(model_name)),
-                box_threshold)
+        head = self.model_page(model_name)
         current = self.examples.group_of(path)
         if current is not None and current not in groups or path is None and groups:
             image, explained = self.example_files[groups[0]][0] if groups else None, [gr.skip()] * 11
@@ -458,8 +494,8 @@ def build_tabs(baselines: dict, first: FirstView) -> Tabs:
 # Events
 
 
-def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, status: gr.Markdown, about: gr.Markdown,
-                controls: Controls, views: Views, tabs: Tabs) -> None:
+def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, model_picked: gr.State,
+                status: gr.Markdown, about: gr.Markdown, controls: Controls, views: Views, tabs: Tabs) -> None:
     """Each control is one event that also refreshes the comparison when its tab is open. The
     sweep does not depend on δ, so only a new image or class refreshes it, as a follow-up."""
     image, model, class_choice, delta, box = (controls.image, controls.model, controls.class_choice,
@@ -470,9 +506,12 @@ def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, status:
     explained = [cache, *panels, class_choice, tabs.baseline, delta, status, compared, views.verdict]
     erased = [cache, *panels[1:], status, compared, views.verdict]  # what a new erasing redraws
     explain_inputs = [image, model, delta, box, compare_open]
-    image.change(viewer.explain_image, explain_inputs, explained, api_name="explain",
+    model_page = [model, about, *controls.example_boxes, controls.no_examples, box]
+    image.change(viewer.explain_upload, [*explain_inputs, model_picked], [*explained, *model_page], api_name="explain",
                  ).then(**refresh_sweep, api_name="sweep")
-    model.change(viewer.choose_model, explain_inputs,
+    # .input, not .change: only the user's own pick, never an upload sent to the everyday model.
+    model.input(lambda: True, None, model_picked, api_visibility="private")
+    model.input(viewer.choose_model, explain_inputs,
                  [image, about, *controls.example_boxes, controls.no_examples, box, *explained], api_name="choose_model",
                  ).then(**refresh_sweep, api_visibility="undocumented")
     for index, example_set in enumerate(controls.example_sets):
@@ -524,6 +563,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         # an idle tab's image, features and hand-made mask go after an hour.
         cache = gr.State(first.cache, time_to_live=3600)
         compare_open = gr.State(False)  # is the "Compare with CAM" tab showing?
+        model_picked = gr.State(False)  # has the user chosen a model? If not, uploads go to the everyday model
         gr.Markdown("# ACoL: where does the classifier look?\nAdversarial Complementary Learning "
                     "(Zhang et al., CVPR 2018) localizes objects from image labels only: erase what "
                     "branch A found, and branch B must find other evidence of the same class. Below, "
@@ -535,7 +575,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
         views = build_views(first)
         tabs = build_tabs(viewer.baseline_choices(first.model), first)
         gr.Markdown(HOW_TO_READ)
-        wire_events(viewer, cache, compare_open, status, about, controls, views, tabs)
+        wire_events(viewer, cache, compare_open, model_picked, status, about, controls, views, tabs)
     # Each callback has its own queue slot(s), so a slider move need not wait behind an upload;
     # one at a time unless said otherwise. Beyond QUEUE_LIMIT waiting events, users are told the
     # queue is full.
@@ -558,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="a folder of example images, or a CUB-layout root (true boxes shown); repeatable")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args(argv)
-    launch(build_demo(args.checkpoints, [EXAMPLES, *args.examples]),
+    launch(build_demo(args.checkpoints, [EXAMPLES, EVERYDAY_EXAMPLES, *args.examples]),
            server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), share=args.share)
 

@@ -1,10 +1,11 @@
-"""Command line: ``python -m acol {train,evaluate,explain} ...`` (``--help`` on each)."""
+"""Command line: ``python -m acol {train,train-everyday,evaluate,explain} ...`` (``--help`` on each)."""
 
 import importlib
 import sys
 
 COMMANDS = {
     "train": ("acol.train", "train ACoL or the CAM baseline"),
+    "train-everyday": ("acol.everyday", "train branch B of the everyday model (A: the ImageNet classifier)"),
     "evaluate": ("acol.evaluate", "classification and localization metrics of a checkpoint"),
     "explain": ("acol.explain", "the four-panel ACoL figure of one image"),
 }
@@ -13,7 +14,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        lines = [f"  {name:<9} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+        lines = [f"  {name:<15} {help_text}" for name, (_, help_text) in COMMANDS.items()]
         print("usage: python -m acol COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(COMMANDS[argv[0]][0])

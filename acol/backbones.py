@@ -262,6 +262,23 @@ def efficientnet_lite0_s8(weights=None) -> Backbone:
     return _efficientnet_lite0(weights, 40, stride=8, stages=3, out_indices=(2,))
 
 
+@register_backbone("efficientnet_lite0_head")
+def efficientnet_lite0_head(weights=None) -> Backbone:
+    """The whole EfficientNet-Lite0 feature path, through its 1280-channel ``conv_head``, with the
+    last stride-2 stage dilated: stride 16, 14x14 at 224 px. These are the features its ImageNet
+    classifier pools, so that classifier, read as a 1x1 convolution, *is* a CAM branch: the
+    everyday model's branch A (``acol.everyday``)."""
+    import timm
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, output_stride=16, num_classes=0)
+    if weights is not None:
+        state = (efficientnet_lite0_imagenet_state_dict() if weights == "imagenet"
+                 else _load_local_state_dict(weights))
+        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")})
+    stages = [nn.Sequential(net.conv_stem, net.bn1), *net.blocks, nn.Sequential(net.conv_head, net.bn2)]
+    body = nn.Sequential(*stages)
+    return Backbone(body, out_channels=1280, stride=16, mean=TF_LITE_MEAN, std=TF_LITE_STD, stages=stages)
+
+
 class _ChannelStack(nn.Module):
     """timm's feature extractors return a list of maps; ACoL uses one, their channels stacked."""
 

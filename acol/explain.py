@@ -82,6 +82,12 @@ class Explanation:
         return self.true_boxes * scale
 
 
+def is_everyday(config: dict) -> bool:
+    """Whether a checkpoint's config is the everyday model's (the ImageNet classes, B trained on
+    the everyday photo pool: ``acol.everyday``): its A is the pretrained network's CAM."""
+    return bool(config.get("recipe", {}).get("pool"))
+
+
 class Explainer:
     """A loaded checkpoint, ready to explain images; ``name`` is what the viewer calls it."""
 
@@ -104,11 +110,17 @@ class Explainer:
         return len(self.model.heads) > 1
 
     @property
+    def made_for_everyday_photos(self) -> bool:
+        """Whether this is the everyday model, the one that can say something true about any photo."""
+        return is_everyday(self.config)
+
+    @property
     def known_classes(self) -> str:
         """What the model can recognise, in a few words: "50 bird species", "4 synthetic classes"."""
         data = str(self.config.get("recipe", {}).get("data", "")).lower()
-        kind = "synthetic classes" if data == "synthetic" else "bird species" if "cub" in data else "classes"
-        return f"{len(self.class_names)} {kind}"
+        kind = ("ImageNet classes" if self.made_for_everyday_photos else "synthetic bird classes"
+                if data == "synthetic" else "bird species" if "cub" in data else "classes")
+        return f"{len(self.class_names):,} {kind}"
 
     @property
     def description(self) -> str:
@@ -143,6 +155,16 @@ class Explainer:
         return (f"Its best guess, {name}, has only {probability:.0%}: this model knows only its "
                 f"{self.known_classes}, so the maps show where it looks for evidence of them, "
                 "whether or not the picture holds any.")
+
+    def out_of_scope(self, explanation: Explanation) -> str:
+        """A note, whatever the model's confidence, when the picture is not one this model was made
+        for: any picture but its own labelled examples, unless it is the everyday model. A model
+        of a few classes names one of them for anything, and sounds sure of it."""
+        if self.made_for_everyday_photos or explanation.true_class in self.class_names:
+            return ""
+        made_of = " (drawn shapes, not photos)" if "synthetic" in self.known_classes else ""
+        return (f"this model knows only {self.known_classes}{made_of}: whatever the picture shows, it "
+                f"names one of them, however sure it sounds. For your own photos, try the everyday model.")
 
     @property
     def default_box_threshold(self) -> float:

@@ -133,6 +133,14 @@ class ACoL(nn.Module):
         return self.forward_features(output.features, target_class, erase_threshold,
                                      first_class_map=output.class_maps[0], erase_mask=erase_mask)
 
+    def branch_a_alone(self) -> "ACoL":
+        """A one-branch CAM model sharing this one's backbone and branch A (no copy): the CAM
+        baseline of a model whose A is a pretrained classifier, as in ``acol.everyday``."""
+        cam = ACoL(self.backbone, self.num_classes, self.erase_threshold, 1, self.head_width, self.head,
+                   self.nonnegative_class_weights)
+        cam.heads[0] = self.heads[0]
+        return cam.eval()
+
     @torch.no_grad()
     def keep_class_weights_nonnegative(self) -> None:
         """With ``nonnegative_class_weights``, clip the class layers' negative weights to 0; the

@@ -34,7 +34,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError, read_metadata
 from .data import CSVBoxDataset, CUBDataset
-from .explain import Explainer, Explanation
+from .explain import DEFAULT_BOX_THRESHOLD, Explainer, Explanation, is_everyday
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,6 +151,9 @@ def keep_trimming_freed_memory(every_s: float = 10.0) -> threading.Thread:
 # What the viewer offers
 
 
+BRANCH_A = "_branch_A"  # the name suffix of an everyday model's branch A, listed as its CAM baseline
+
+
 class CheckpointShelf:
     """The ``.safetensors`` checkpoints of a folder, each loaded on first use and then kept."""
 
@@ -163,6 +166,20 @@ class CheckpointShelf:
             except (ValueError, KeyError):  # unreadable: listed, and explained when chosen
                 self.configs[path.stem] = {}
         self._explainers: dict[str, Explainer] = {}
+        # The everyday model's CAM baseline is its own branch A (the pretrained network's CAM):
+        # listed as a one-branch model of its own, it shares the loaded ACoL model's weights.
+        self.branch_a_of = {f"{name}{BRANCH_A}": name for name, config in self.configs.items() if is_everyday(config)}
+        for cam, name in self.branch_a_of.items():
+            config = self.configs[name]
+            self.configs[cam] = {**config, "model": {**config["model"], "num_branches": 1},
+                                 "description": f"Branch A of {name} alone: EfficientNet-Lite0's own ImageNet "
+                                                "classifier, so its map is the pretrained network's CAM.",
+                                 "metrics": {"cam_thresholds": {"A": config.get("metrics", {}).get(
+                                     "cam_thresholds", {}).get("A", DEFAULT_BOX_THRESHOLD)}}}
+
+    def everyday(self) -> str | None:
+        """The everyday model, which explains uploads unless the user picked another (None if absent)."""
+        return next((name for name in self.names() if is_everyday(self.configs[name]) and self.is_acol(name)), None)
 
     def names(self, preferred_classes=None) -> list[str]:
         """Every checkpoint, ACoL models before one-branch CAM baselines; within each, those whose
@@ -190,6 +207,9 @@ class CheckpointShelf:
         # Only the files listed at start-up: a name from a page request never becomes a path.
         if name not in self.configs:
             raise CheckpointError(f"no checkpoint named {name!r} in this viewer's folder")
+        if name not in self._explainers and name in self.branch_a_of:
+            acol = self[self.branch_a_of[name]]
+            self._explainers[name] = Explainer(acol.model.branch_a_alone(), self.configs[name], name)
         if name not in self._explainers:
             self._explainers[name] = Explainer.from_checkpoint(self.folder / f"{name}.safetensors")
         return self._explainers[name]

@@ -136,29 +136,41 @@ def load_config(path: str | Path) -> dict:
     return json.loads(text)
 
 
+def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
+    """One ``--flag`` for every field of the dataclass ``config_class``, its comment as help."""
+    comments = field_comments(config_class)
+    for field in fields(config_class):
+        default = "" if field.default is None else f" (default: {field.default})"
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=_FLAG_TYPES[field.type],
+                            metavar=field.type.split(" ")[0].upper(),
+                            help=comments.get(field.name, "") + default)
+
+
+def config_values(parser: argparse.ArgumentParser, args, config_class, values: dict | None = None) -> dict:
+    """Flags > ``--config`` file > ``values`` (a saved run's) > the dataclass defaults."""
+    values = dict(values or {})
+    if args.config:
+        values.update(load_config(args.config))
+    values.update({f.name: getattr(args, f.name) for f in fields(config_class) if getattr(args, f.name) is not None})
+    unknown = set(values) - {f.name for f in fields(config_class)}
+    if unknown:
+        parser.error(f"unknown config keys: {sorted(unknown)}")
+    return values
+
+
 def parse_config(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     """Flags > ``--config`` file > the run's saved config (with ``--resume``) > defaults."""
     parser = argparse.ArgumentParser(prog="python -m acol train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
-    comments = field_comments(TrainConfig)
-    for field in fields(TrainConfig):
-        default = "" if field.default is None else f" (default: {field.default})"
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=_FLAG_TYPES[field.type],
-                            metavar=field.type.split(" ")[0].upper(),
-                            help=comments.get(field.name, "") + default)
+    add_config_flags(parser, TrainConfig)
     args = parser.parse_args(argv)
-    values = {}
+    saved = {}
     if args.resume:
-        values.update(json.loads((Path(args.resume) / "config.json").read_text()))
-        values["out"] = args.resume
-    if args.config:
-        values.update(load_config(args.config))
-    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
-    unknown = set(values) - {f.name for f in fields(TrainConfig)}
-    if unknown:
-        parser.error(f"unknown config keys: {sorted(unknown)}")
+        saved = json.loads((Path(args.resume) / "config.json").read_text())
+        saved["out"] = args.resume
+    values = config_values(parser, args, TrainConfig, saved)
     if values.get("weights") in ("none", "None", ""):
         values["weights"] = None
     config = TrainConfig(**values)
