@@ -184,18 +184,13 @@ class Viewer:
         return (self.about(model_name), *shown, gr.update(visible=not groups, value=self.no_examples(model_name)),
                 box_threshold)
 
-    def explain_upload(self, path, model_name, erase_threshold, box_threshold, compare_open, model_picked):
-        """A new image: explained by the model ``route`` chooses. When that is not the chosen
-        model (an upload sent to the everyday model), the model and its page follow."""
+    def route_upload(self, path, model_name, model_picked):
+        """Before a new image is explained: when ``route`` sends it to another model than the
+        chosen one (an upload to the everyday model), that model, its page and its δ; else skips."""
         routed = self.route(path, model_name, model_picked)
         if routed == model_name:
-            return *self.explain_image(path, model_name, erase_threshold, box_threshold, compare_open), \
-                *[gr.skip()] * (len(self.example_files) + 4)
-        explainer = self.shelf[routed]
-        explained = list(self.explain_image(path, routed, explainer.model.erase_threshold,
-                                            explainer.default_box_threshold, compare_open))
-        explained[7] = {**explained[7], "value": explainer.model.erase_threshold}  # the δ slider
-        return *explained, routed, *self.model_page(routed)
+            return (gr.skip(),) * (len(self.example_files) + 5)
+        return routed, *self.model_page(routed), self.shelf[routed].model.erase_threshold
 
     def explain_image(self, path, model_name, erase_threshold, box_threshold, compare_open):
         empty = (ViewerCache(), None, None, None, None, gr.update(choices=[], value=None),
@@ -507,8 +502,12 @@ def wire_events(viewer: Viewer, cache: gr.State, compare_open: gr.State, model_p
     erased = [cache, *panels[1:], status, compared, views.verdict]  # what a new erasing redraws
     explain_inputs = [image, model, delta, box, compare_open]
     model_page = [model, about, *controls.example_boxes, controls.no_examples, box]
-    image.change(viewer.explain_upload, [*explain_inputs, model_picked], [*explained, *model_page], api_name="explain",
-                 ).then(**refresh_sweep, api_name="sweep")
+    # A new image first goes to the model that should explain it (an upload: the everyday model,
+    # unless the user picked one), then is explained; /explain itself explains with the model given.
+    image.change(viewer.route_upload, [image, model, model_picked], [*model_page, delta], api_visibility="private",
+                 show_progress="hidden",
+                 ).then(viewer.explain_image, explain_inputs, explained, api_name="explain",
+                        ).then(**refresh_sweep, api_name="sweep")
     # .input, not .change: only the user's own pick, never an upload sent to the everyday model.
     model.input(lambda: True, None, model_picked, api_visibility="private")
     model.input(viewer.choose_model, explain_inputs,

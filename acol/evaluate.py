@@ -44,11 +44,14 @@ def run_inference(model, loader, device="cpu", progress: bool = True, features=N
     module that turns them into backbone features (the trainable stages); ``image_size`` then
     says the size of the images they came from."""
     model.eval()
-    maps, logits, labels, boxes, image_ids, part_masks = [], [], [], [], [], []
+    maps, logits, labels, boxes, image_ids, part_masks, b_agrees = [], [], [], [], [], [], []
     for inputs, batch_labels, targets in tqdm(loader, desc="inference", disable=not progress):
         inputs, target_class = inputs.to(device), batch_labels.to(device)
         output = (model(inputs, target_class=target_class) if features is None
                   else model.forward_features(features(inputs), target_class=target_class))
+        if len(output.logits) > 1:  # B shown what A's own top-1 map left: does it still name A's class?
+            own = model.forward_features(output.features, first_class_map=output.class_maps[0])
+            b_agrees.append((own.logits[1].argmax(1) == own.logits[0].argmax(1)).cpu())
         per_map = output.localization_maps + ([output.fused_map] if len(output.logits) > 1 else [])
         per_logits = output.logits + ([output.logits[0]] if len(output.logits) > 1 else [])
         maps.append(torch.stack(per_map, 1).cpu())
@@ -60,7 +63,8 @@ def run_inference(model, loader, device="cpu", progress: bool = True, features=N
         image_size = image_size if features is not None else tuple(inputs.shape[-2:])
     return {"maps": torch.cat(maps), "logits": torch.cat(logits), "labels": torch.cat(labels),
             "boxes": boxes, "image_ids": image_ids, "image_size": image_size, "num_branches": len(model.heads),
-            **({"part_masks": part_masks} if part_masks and len(part_masks) == len(boxes) else {})}
+            **({"part_masks": part_masks} if part_masks and len(part_masks) == len(boxes) else {}),
+            **({"b_agrees_with_a": torch.cat(b_agrees)} if b_agrees else {})}
 
 
 def _image_maps(inference: dict, i: int) -> np.ndarray:
@@ -133,6 +137,8 @@ def compute_metrics(inference: dict, cam_thresholds: dict[str, float] | None = N
         results["maps"][name].update(figures)
     if overlap_a_b:
         results["region_iou_A_B"] = 100 * float(np.mean(overlap_a_b))
+    if "b_agrees_with_a" in inference:
+        results["b_names_a_class"] = 100 * float(inference["b_agrees_with_a"].float().mean())
     return results
 
 
@@ -208,6 +214,9 @@ def results_table(results: dict) -> str:
     if "region_iou_A_B" in results:
         lines.append(f"\nIoU of A's and B's regions: {results['region_iou_A_B']:.1f}% "
                      "(low = B found other parts than A)")
+    if "b_names_a_class" in results:
+        lines.append(f"\nB, shown the features A's top-1 map left, still names A's top-1 class in "
+                     f"{results['b_names_a_class']:.1f}% of the images")
     if "comparison" in results:
         comparison = results["comparison"]
         low, high = comparison["interval_95"]

@@ -21,7 +21,7 @@ the photo's ImageNet label where the pool has one and A's own prediction elsewhe
 pulled toward A (``anchor_weight``) and toward A's soft outputs (``distill_weight``).
 
     python -m acol train-everyday --config configs/everyday_lite0.yaml --seed 0 --out runs/everyday_s0
-    python -m acol evaluate runs/everyday_s0/model.safetensors ../shared/data/imagenet_val
+    python -m acol evaluate runs/everyday_s0/model.safetensors ../shared/data/imagenet_val --out runs/eval_everyday_s0
 """
 
 from __future__ import annotations
@@ -40,10 +40,8 @@ from tqdm import tqdm
 
 from .backbones import create_backbone, efficientnet_lite0_imagenet_state_dict
 from .checkpoint import save_checkpoint, write_safetensors
-from .data import BoxDataset, ImageRecord, eval_transform, make_loader, train_transform
-from .datasets import build_dataset
-from .evaluate import compute_metrics, run_inference, score_maps
-from .feature_cache import FixedViews, compute_feature_cache
+from .data import BoxDataset, ImageRecord, make_loader, train_transform
+from .feature_cache import FixedViews
 from .maps import normalize_maps
 from .model import ACoL
 from .train import add_config_flags, config_values
@@ -245,39 +243,6 @@ def train_branch_b(model: ACoL, pooled: PooledViews, config: EverydayConfig) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# Validation
-
-
-def validation_features(model: ACoL, val_data: str | Path, input_size: int):
-    """The validation photos' backbone features (one view: the evaluation transform)."""
-    dataset = build_dataset(val_data, "test", eval_transform(input_size, model.backbone.mean, model.backbone.std))
-    return compute_feature_cache(model.backbone, dataset, 1, 0, {}, workers=1, desc="validation features",
-                                 dtype=torch.float32)
-
-
-@torch.inference_mode()
-def validate(model: ACoL, val_cache, input_size: int) -> dict:
-    """Per map (A, B, fused): top-1, GT-known, MaxBoxAccV2, B's peak in a true box, and how often
-    B, shown the features A's top-1 map left, names A's class."""
-    inference = run_inference(model, val_cache.batches(64), features=nn.Identity(), progress=False,
-                              image_size=(input_size, input_size))
-    results = compute_metrics(inference, scored=score_maps(inference, progress=False), progress=False)
-    agree = [((o := model.forward_features(features)).logits[1].argmax(1) == o.logits[0].argmax(1))
-             for features, _, _ in val_cache.batches(64)]
-    results["b_names_a_class"] = 100 * float(torch.cat(agree).float().mean())
-    return results
-
-
-def summary(results: dict) -> dict:
-    """The figures the issue's targets are stated in."""
-    maps = results["maps"]
-    return {"top1": round(maps["A"]["top1_cls"], 2), "A_v2": round(maps["A"]["max_box_acc_v2"], 2),
-            "fused_v2": round(maps["fused"]["max_box_acc_v2"], 2), "A_gt_known": round(maps["A"]["gt_known_loc"], 2),
-            "fused_gt_known": round(maps["fused"]["gt_known_loc"], 2),
-            "B_peak_in_box": round(maps["B"]["peak_in_box"], 2), "B_names_A": round(results["b_names_a_class"], 2)}
-
-
-# ----------------------------------------------------------------------------------------------
 # The command
 
 
@@ -298,19 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(config.seed)
     model = everyday_model(config.erase_threshold, config.b_init)
     history = train_branch_b(model, cached_pool_views(config, model), config)
-    results = validate(model, validation_features(model, config.val_data, config.input_size), config.input_size)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    cam_thresholds = {name: figures["cam_threshold"] for name, figures in results["maps"].items()}
     save_checkpoint(out / "model.safetensors", model, backbone=BACKBONE,
                     class_names=imagenet_class_names(config.val_data), input_size=config.input_size,
-                    recipe=asdict(config), metrics={"history": history, "summary": summary(results),
-                                                    "cam_thresholds": cam_thresholds},
-                    half=True, description=DESCRIPTION)
-    (out / "log.json").write_text(json.dumps({"config": asdict(config), "history": history,
-                                              "summary": summary(results)}, indent=2))
-    print(json.dumps(summary(results)))
-    print(f"run folder: {out}")
+                    recipe=asdict(config), metrics={"history": history}, half=True, description=DESCRIPTION)
+    (out / "log.json").write_text(json.dumps({"config": asdict(config), "history": history}, indent=2))
+    print(f"run folder: {out}; validate it with: python -m acol evaluate {out / 'model.safetensors'} "
+          f"{config.val_data} --out runs/eval_{out.name}")
     return 0
 
 

@@ -48,19 +48,27 @@ def upload(tmp_path):
     return str(path)
 
 
-# explain_upload's outputs: the cache, the four panels, the class choices, the baseline, δ, the
-# status, the comparison and B's verdict; then the model chosen and its page (description, each
-# example set shown or not, the no-examples note, the box threshold), or skips when unchanged.
-STATUS, MODEL = 8, 11
+STATUS = 8  # explain_image's outputs: the cache, four panels, classes, baseline, δ, status, ...
+
+
+def explain_new_image(viewer, path, model_picked, model=TEACHING):
+    """What the page does with a new image: route it, then explain it with the routed model
+    (at its δ and box threshold when routed). Returns (route_upload's outputs, explain_image's)."""
+    routed = viewer.route_upload(path, model, model_picked)
+    if isinstance(routed[0], str):
+        model, box, delta = routed[0], routed[-2], routed[-1]
+    else:
+        box, delta = 0.2, 0.5
+    return routed, viewer.explain_image(path, model, delta, box, False)
 
 
 def test_the_page_opens_on_the_teaching_model_and_an_upload_goes_to_the_everyday_model(viewer, upload):
     assert viewer.models()[0] == TEACHING and viewer.shelf.everyday() == EVERYDAY_MODEL
-    outputs = viewer.explain_upload(upload, TEACHING, 0.5, 0.2, False, False)
-    assert outputs[MODEL] == EVERYDAY_MODEL
+    routed, outputs = explain_new_image(viewer, upload, model_picked=False)
     assert all(isinstance(panel, np.ndarray) and panel.ndim == 3 for panel in outputs[1:5])
     assert "Not made for this picture" not in outputs[STATUS]
-    about, teaching_examples, everyday_examples, no_examples, box = outputs[MODEL + 1:]
+    model, about, teaching_examples, everyday_examples, no_examples, box, delta = routed
+    assert model == EVERYDAY_MODEL and delta == 0.6
     assert EVERYDAY_MODEL in about and "1,000" not in about  # the stand-in knows its own few classes
     assert everyday_examples["visible"] and not teaching_examples["visible"] and not no_examples["visible"]
     assert box == pytest.approx(0.4)  # the everyday model's validated box threshold
@@ -68,7 +76,8 @@ def test_the_page_opens_on_the_teaching_model_and_an_upload_goes_to_the_everyday
 
 
 def test_a_model_the_user_picked_keeps_an_upload_and_says_it_was_not_made_for_it(viewer, upload):
-    outputs = viewer.explain_upload(upload, TEACHING, 0.5, 0.2, False, True)
+    routed, outputs = explain_new_image(viewer, upload, model_picked=True)
+    assert not any(isinstance(update, str) for update in routed)  # no model change
     assert outputs[0].explanation.model_name == TEACHING
     assert all(isinstance(panel, np.ndarray) for panel in outputs[1:5])
     status = outputs[STATUS]
@@ -81,7 +90,7 @@ def test_the_everyday_models_examples_are_its_photos_with_their_true_class(viewe
     assert [viewer.examples.groups[g].folder for g in groups] == [EVERYDAY]
     assert viewer.examples.for_model(viewer.shelf.class_names(TEACHING)) == [0]
     cat = viewer.example_files[groups[0]][0]
-    outputs = viewer.explain_upload(cat, EVERYDAY_MODEL, 0.6, 0.4, False, False)
+    _, outputs = explain_new_image(viewer, cat, model_picked=False, model=EVERYDAY_MODEL)
     assert outputs[0].explanation.model_name == EVERYDAY_MODEL and "true class: tabby" in outputs[STATUS]
     assert "Not made for this picture" not in outputs[STATUS]
     assert all(isinstance(panel, np.ndarray) for panel in outputs[1:5])
@@ -98,7 +107,7 @@ def test_every_shipped_everyday_photo_has_a_licence_line():
 def test_the_everyday_models_cam_baseline_is_its_own_branch_a(viewer):
     baseline = f"{EVERYDAY_MODEL}{BRANCH_A}"
     assert viewer.baseline_choices(EVERYDAY_MODEL)["choices"] == [baseline]
-    outputs = viewer.explain_upload(viewer.example_files[1][1], EVERYDAY_MODEL, 0.6, 0.4, False, False)
+    _, outputs = explain_new_image(viewer, viewer.example_files[1][1], model_picked=False, model=EVERYDAY_MODEL)
     cache, picture = viewer.compare_with_cam(outputs[0], baseline)
     assert isinstance(picture, np.ndarray)
     cam, acol = cache.baseline.output, cache.explanation.output

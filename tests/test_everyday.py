@@ -151,3 +151,19 @@ def test_wsolevaluation_metadata_with_several_boxes_per_photo(tmp_path):
     image, target = dataset[0]
     assert dataset.class_names[target["label"]] == "great white shark"
     assert target["boxes"].flatten().tolist() == pytest.approx([0.32, 1.28, 9.6, 25.6, 16.0, 6.4, 28.8, 28.8])
+
+
+def test_evaluate_says_how_often_b_still_names_as_class():
+    from acol import ACoL, create_backbone
+    from acol.evaluate import compute_metrics, run_inference
+    model = ACoL(create_backbone("tiny"), 3, erase_threshold=1.01, num_branches=2, head="linear").eval()
+    model.heads[1].load_state_dict(model.heads[0].state_dict())  # B = A, and nothing reaches δ: B sees what A saw
+    images = torch.rand(4, 3, 32, 32)
+    batches = [(images, torch.tensor([0, 1, 2, 0]), [{"boxes": torch.tensor([[0, 0, 16, 16]]), "image_id": str(i)}
+                                                      for i in range(4)])]
+    assert compute_metrics(run_inference(model, batches, progress=False), progress=False)["b_names_a_class"] == 100
+    with torch.no_grad():
+        model.heads[1].class_layer.bias[:] = torch.tensor([0.0, 0.0, 1e6])  # B now always says class 2
+    inference = run_inference(model, batches, progress=False)
+    names_a = (model(images).logits[0].argmax(1) == 2).float().mean().item() * 100
+    assert compute_metrics(inference, progress=False)["b_names_a_class"] == pytest.approx(names_a)
