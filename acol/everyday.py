@@ -61,6 +61,7 @@ class EverydayConfig:
     views: int = 2                    # fixed random crops + flips of every pool photo
     view_seed: int = 0                # the views' crops and flips (the same for every run seed)
     b_init: str = "a"                 # B starts as a copy of A ("a") or from zero weights ("zero")
+    nonnegative_b: bool = False       # clip B's class weights to >= 0: its map adds evidence, never subtracts it
     epochs: int = 8                   # passes over the pool's cached views
     batch_size: int = 256             # photo-views per step
     lr: float = 0.01                  # SGD lr (momentum 0.9, cosine to 0)
@@ -215,6 +216,8 @@ def train_branch_b(model: ACoL, pooled: PooledViews, config: EverydayConfig) -> 
     kept = pooled.kept[:, :, delta].float()
     targets, a_logits = pooled.targets(), pooled.a_logits.float()
     generator = torch.Generator().manual_seed(config.seed)
+    clip = (lambda: b_layer.weight.data.clamp_(min=0)) if config.nonnegative_b else (lambda: None)
+    clip()
     optimizer = torch.optim.SGD(b_layer.parameters(), lr=config.lr, momentum=0.9)
     steps_per_epoch = len(kept) // config.batch_size
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
@@ -233,6 +236,7 @@ def train_branch_b(model: ACoL, pooled: PooledViews, config: EverydayConfig) -> 
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                clip()
                 scheduler.step()
                 total += loss.item()
                 right += int((logits.argmax(1) == targets[chosen, view[chosen]]).sum())

@@ -1,11 +1,14 @@
 """How fast the viewer answers, on this machine's CPU (torch's default threads). Prints medians.
 
-    python bench/app_latency.py [--checkpoint PATH] [--repeats 30] [--browser]
+    python bench/app_latency.py [--checkpoint PATH] [--repeats 30] [--browser] [--against PATH]
 
 - slider move: ``Explainer.reexplain`` at a new erase threshold (erasing + branch B only);
   budget 30 ms of compute on 2 CPU cores at 224 px;
 - new image: ``Explainer.explain`` (resize, normalize, backbone, every branch); budget 150 ms;
 - each also with drawing the four panels, which the page adds on top of the compute;
+- ``--against PATH``: also a new image explained (and drawn) by another checkpoint at the same input
+  size, timed interleaved with the first, and the ratio of the two medians (the everyday model's
+  1,000 classes against the bird model's 50, say);
 - ``--browser``: a slider move's round trip in headless Chromium, from setting δ until branch
   B's panel shows the new picture (network, queue, compute, PNG encoding, download, paint).
 
@@ -64,6 +67,19 @@ def test_photo(path: Path) -> Path:
     return path
 
 
+def interleaved_median_ms(functions, repeats: int) -> list[float]:
+    """``median_ms`` of each function, their calls interleaved so that both see the same load."""
+    for function in functions:
+        function()
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, spent in zip(functions, times):
+            start = time.perf_counter()
+            function()
+            spent.append(time.perf_counter() - start)
+    return [1000 * statistics.median(spent) for spent in times]
+
+
 def browser_round_trip_ms(checkpoint_folder: Path, image: Path, repeats: int) -> float:
     """Median time from setting δ in the page until branch B's panel has a new picture."""
     import socket
@@ -107,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--browser", action="store_true", help="also time a slider move in headless Chromium")
+    parser.add_argument("--against", default=None, help="another checkpoint to time a new image against")
     parser.add_argument("--input-size", type=int, default=224,
                         help="run the model at this size (the budgets are set at 224 px; 0 = the checkpoint's)")
     args = parser.parse_args(argv)
@@ -139,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
                 ("slider move: compute + draw", median_ms(drawn(slider_move), args.repeats), None),
                 ("new image: compute", median_ms(new_image, args.repeats), NEW_IMAGE_BUDGET_MS),
                 ("new image: compute + draw", median_ms(drawn(new_image), args.repeats), None)]
+        if args.against:
+            other = Explainer.from_checkpoint(args.against)
+            other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name)
+            mine, theirs = interleaved_median_ms([drawn(new_image), drawn(lambda: other.explain(image))], args.repeats)
+            rows += [(f"new image + draw, {checkpoint.stem[:22]}", mine, None),
+                     (f"new image + draw, {Path(args.against).stem[:22]}", theirs, None)]
+            print(f"new image, compute + draw: {mine / theirs:.2f}x {Path(args.against).name}'s time "
+                  f"at {explainer.config['input_size']} px (medians of {args.repeats} interleaved runs)")
         if args.browser:
             folder = scratch / "checkpoints"
             folder.mkdir()
