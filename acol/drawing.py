@@ -98,11 +98,16 @@ def feature_cell(explanation: Explanation, x: float, y: float) -> tuple[int, int
     return int(y) * rows // height, int(x) * cols // width
 
 
+def box_line_width(shape) -> int:
+    """The width in pixels of the boxes' lines on a picture of this shape."""
+    return max(2, round(max(shape[:2]) / 150))
+
+
 def draw_boxes(picture: np.ndarray, predicted=None, true_boxes=()) -> np.ndarray:
     """The picture with the true boxes (green) and the predicted box (cyan) drawn on it."""
     image = Image.fromarray(picture)
     draw = ImageDraw.Draw(image)
-    width = max(2, round(max(picture.shape[:2]) / 150))
+    width = box_line_width(picture.shape)
     for box, color in [(box, TRUE_BOX_COLOR) for box in true_boxes] + [(predicted, PREDICTED_BOX_COLOR)]:
         if box is not None and box[2] > box[0] and box[3] > box[1]:
             x0, y0, x1, y1 = box  # pixel edges: the last covered column is x1 - 1
@@ -195,23 +200,32 @@ class Panels:
     caption: str                    # one line: class, probability, threshold, IoU
 
 
+def caption_head(explanation: Explanation) -> str:
+    """The caption's start: model, class and its probability, and the true class when known."""
+    name = explanation.class_names[explanation.target_class]
+    probability = float(explanation.probabilities[explanation.target_class])
+    caption = f"{explanation.model_name}: {name} ({probability:.0%})"
+    return caption if explanation.true_class is None else caption + f" · true class: {explanation.true_class}"
+
+
+def erasing_phrase(how: str, mask: torch.Tensor) -> str:
+    """How B's input was erased (``how``: "δ = 0.40" or "by hand") and how much of it."""
+    return f"{how}: erased {int(mask.sum())} of {mask.numel()} feature cells"
+
+
 def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
     """Draw branch A's map, the erased features, branch B's map and the fused map with its box."""
     output, display = explanation.output, explanation.display
     branch_a = overlay_map(display, upsampled(output.localization_maps[0][0], display))
     fused, box, iou = map_with_box(explanation, box_threshold)
     feature_h, feature_w = output.features.shape[-2:]
-    name = explanation.class_names[explanation.target_class]
-    probability = float(explanation.probabilities[explanation.target_class])
-    caption = f"{explanation.model_name}: {name} ({probability:.0%})"
-    if explanation.true_class is not None:
-        caption += f" · true class: {explanation.true_class}"
+    caption = caption_head(explanation)
     if explanation.num_branches > 1:
         mask = output.erase_masks[1][0]
         erased = overlay_mask(display, mask)
         branch_b = overlay_map(display, upsampled(output.localization_maps[1][0], display))
         how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
-        caption += f" · {how}: erased {int(mask.sum())} of {feature_h * feature_w} feature cells"
+        caption += " · " + erasing_phrase(how, mask)
         titles = ("Branch A's map", f"Erased features ({feature_h}x{feature_w}, {how})",
                   "Branch B's map (on erased features)", "Fused map max(A, B) + box")
     else:

@@ -225,14 +225,22 @@ def branch_b_verdict(explanation: Explanation, k: int = 3) -> str:
     was erased, B's top-``k`` classes, and whether B still says the class A's map erased for."""
     if explanation.num_branches == 1:
         return "A one-branch CAM model has no branch B."
-    mask = explanation.output.erase_masks[1][0]
     how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
-    (best, name, probability), *others = top_classes(explanation, k, branch=1)
-    target = explanation.class_names[explanation.target_class]
-    verdict = "still says" if best == explanation.target_class else f"says (not {target})"
-    rest = "".join(f" · {other} {p:.0%}" for _, other, p in others)
+    return verdict_line(explanation.output.logits[1][0].softmax(-1), explanation.output.erase_masks[1][0],
+                        how, explanation.target_class, explanation.class_names, k)
+
+
+def verdict_line(probabilities: torch.Tensor, mask: torch.Tensor, how: str, target_class: int,
+                 class_names: list[str], k: int = 3) -> str:
+    """B's verdict (``branch_b_verdict``) from its class ``probabilities`` on the features
+    erased by ``mask [h, w]``: a viewer says it for every step of its δ slider at once."""
+    top = probabilities.topk(min(k, len(probabilities)))
+    (best, probability), *others = [(int(i), float(p)) for p, i in zip(*top)]
+    target = class_names[target_class]
+    verdict = "still says" if best == target_class else f"says (not {target})"
+    rest = "".join(f" · {class_names[other]} {p:.0%}" for other, p in others)
     return (f"{int(mask.sum())} of {mask.numel()} cells erased ({how}): "
-            f"B {verdict} **{name}, {probability:.0%}**{rest}")
+            f"B {verdict} **{class_names[best]}, {probability:.0%}**{rest}")
 
 
 def resolve_class(name_or_index: str | int, class_names: list[str]) -> int:

@@ -97,10 +97,12 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples", tiny_cub_root])
     model = next(block for block in demo.blocks.values() if getattr(block, "label", None) == "Model")
     assert model.value == TEACHING and [value for _, value in model.choices][:2] == [TEACHING, ACOL]
-    assert all(by_elem_id(demo, key).value is not None for key in ("branch-a", "erased", "branch-b", "fused"))
-    assert "δ = 0.50" in by_elem_id(demo, "status").value and "IoU with true box" in by_elem_id(demo, "status").value
+    payload = by_elem_id(demo, "viewer").value  # what the browser draws the four panels from
+    assert payload["model"] == TEACHING and payload["grid"] == [8, 8] and payload["view"]["delta"] == 0.5
+    shown = payload["steps"][payload["deltas"].index(0.5)]
+    assert "δ = 0.50" in shown["erasing"] and "cells erased (δ = 0.50)" in shown["verdict"]
+    assert payload["states"][shown["state"]]["ious"] is not None, "an example's true box is known"
     assert by_elem_id(demo, "erase-threshold").value == 0.5, "the teaching model's own δ"
-    assert "cells erased" in by_elem_id(demo, "verdict-b").value
     assert TEACHING_DESCRIPTION in by_elem_id(demo, "model-about").value
     assert by_elem_id(demo, "examples-0").visible and not by_elem_id(demo, "examples-1").visible
     assert not by_elem_id(demo, "no-examples").visible
@@ -150,12 +152,15 @@ def test_a_model_without_examples_asks_for_a_photo_and_keeps_an_upload(tiny_chec
     import app
     from acol.serving import CheckpointShelf, ExampleImages
     viewer = app.Viewer(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
-    image, about, examples, note, box, *explained = viewer.choose_model(str(EXAMPLE), ACOL, 0.6, 0.2, False)
+    page = app.PageEvents(viewer)
+    image, about, examples, note, box, *explained = page.choose_model(str(EXAMPLE), ACOL, 0.6, 0.2)
     assert image is None and examples["visible"] is False and note["visible"] is True
     assert "upload a photo" in note["value"] and "3 bird species" in note["value"]
     upload = noise_png(tmp_path / "mine.png")
-    image, *_, status, _, verdict = viewer.choose_model(str(upload), ACOL, 0.6, 0.2, False)
-    assert image == {"__type__": "update"} and "δ = 0.60" in status and "cells erased" in verdict
+    image, *_, cache, payload, classes, baselines, delta = page.choose_model(str(upload), ACOL, 0.6, 0.2)
+    assert image == {"__type__": "update"} and cache.explanation is not None and delta["value"] == 0.6
+    shown = payload["steps"][payload["deltas"].index(0.6)]
+    assert "δ = 0.60" in shown["erasing"] and "cells erased" in shown["verdict"]
 
 
 def test_b_verdict_follows_the_slider_and_the_class(client, tmp_path):
