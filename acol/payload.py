@@ -11,7 +11,8 @@ those sliders can show, computed here in Python, where every map, mask and box i
   (``ACoL.erased_class_maps``); steps that erase the same cells share one *state*;
 - for every state and every step of the box slider: the box cut from the fused map exactly as
   ``acol.drawing`` cuts it, and its IoU with the true box;
-- the colour map and the colours, so the browser paints what ``acol.drawing`` paints.
+- how ``acol.drawing`` resizes a per-cell map to the picture (its bicubic weights, and each
+  picture's range), the colour map and the colours, so the browser paints what it paints.
 
 Per-cell maps travel as base64 bytes (0-255 for 0-1). For a 20x20 map, with a 384-pixel picture,
 a payload is about 60 KB; the browser keeps nothing else about the image.
@@ -55,6 +56,30 @@ def _bytes(values: torch.Tensor | np.ndarray) -> str:
     return base64.b64encode(np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()).decode()
 
 
+def _floats(values: torch.Tensor | np.ndarray) -> str:
+    """Float32 values as base64 bytes (little-endian, as the browser's Float32Array reads them)."""
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+def _range(scores: torch.Tensor) -> list[float]:
+    """A resized map's [min, max]: what ``acol.drawing.upsampled`` normalizes it by."""
+    return [float(scores.min()), float(scores.max())]
+
+
+def resize_taps(cells: int, pixels: int) -> dict:
+    """How ``acol.drawing`` resizes a per-cell map to the picture along one side (bicubic,
+    ``maps.upsample_maps``), as each pixel's first cell (``first``) and its weights on that cell
+    and the next ``taps - 1`` (``weights``, float32). The resize is linear, so resizing each
+    cell's unit impulse gives its weight at every pixel: the browser applies PyTorch's own."""
+    weights = upsample_maps(torch.eye(cells).view(cells, 1, cells), (1, pixels))[:, 0].T  # [pixels, cells]
+    taps = min(4, cells)
+    first = ((weights != 0).float().argmax(1)).clamp(max=cells - taps)
+    gathered = weights.gather(1, first[:, None] + torch.arange(taps))
+    assert torch.allclose(gathered.sum(1), weights.sum(1)), "every weight lies within the taps"
+    return {"taps": taps, "first": base64.b64encode(first.numpy().astype(np.uint8).tobytes()).decode(),
+            "weights": _floats(gathered)}
+
+
 def _jpeg(picture: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="JPEG", quality=JPEG_QUALITY)
@@ -66,9 +91,10 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     and words, and the hand-made erasing when B sees one (else None)."""
     output = explanation.output
     map_a = output.localization_maps[0][0]
+    size = explanation.display.shape[:2]
     if explanation.num_branches == 1:  # CAM: nothing to erase, one state for every step
-        return [_state(explanation, None, None, map_a, thresholds)], [{"state": 0, "erasing": "", "verdict": ""}] * len(
-            SLIDER_STEPS), None
+        state = _state(explanation, None, None, map_a, upsample_maps(map_a, size), None, thresholds)
+        return [state], [{"state": 0, "erasing": "", "verdict": ""}] * len(SLIDER_STEPS), None
     masks = torch.stack([map_a >= delta for delta in SLIDER_STEPS])
     hand_mask = output.erase_masks[1][0] if explanation.erased_by_hand else None
     if hand_mask is not None:
@@ -79,8 +105,9 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
         class_maps = model.erased_class_maps(output.features, distinct)
     maps_b = normalize_maps(class_maps[:, explanation.target_class])
     probabilities = class_maps.mean((2, 3)).softmax(-1)
-    states = [_state(explanation, mask, map_b, fuse_maps([map_a, map_b]), thresholds)
-              for mask, map_b in zip(distinct, maps_b)]
+    fused = fuse_maps([map_a.expand_as(maps_b), maps_b])
+    states = [_state(explanation, *arrays, thresholds) for arrays in
+              zip(distinct, maps_b, fused, upsample_maps(fused, size), upsample_maps(maps_b, size))]
 
     def words(index: int, how: str) -> dict:
         state = int(state_of[index])
@@ -91,17 +118,15 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     return states, steps, None if hand_mask is None else words(len(SLIDER_STEPS), "by hand")
 
 
-def _state(explanation: Explanation, mask, map_b, fused, thresholds) -> dict:
-    """One erasing: its cells, B's map, the fused map (raw, and as its panel colours it), and
-    the fused map's box and IoU at each of the box ``thresholds``."""
-    height, width = explanation.display.shape[:2]
-    scores = normalize_maps(upsample_maps(fused, (height, width)))  # acol.drawing's score map
-    boxes = boxes_at_thresholds(scores, thresholds)
+def _state(explanation: Explanation, mask, map_b, fused, fused_resized, b_resized, thresholds) -> dict:
+    """One erasing: its cells, B's map and the fused map (with the ranges of their pictures), and
+    the fused map's box and IoU at each of the box ``thresholds``, cut as ``acol.drawing`` cuts it."""
+    boxes = boxes_at_thresholds(normalize_maps(fused_resized), thresholds)
     true_boxes = explanation.display_boxes()
     ious = box_iou(boxes, true_boxes).amax(1).tolist() if len(true_boxes) else None
     return {"mask": None if mask is None else _bytes(mask.float()),
-            "b": None if map_b is None else _bytes(map_b),
-            "fused": _bytes(fused), "fused_heat": _bytes(normalize_maps(fused)),
+            "b": None if map_b is None else _bytes(map_b), "b_range": None if b_resized is None else _range(b_resized),
+            "fused": _bytes(fused), "fused_range": _range(fused_resized),
             "boxes": boxes.astype(int).tolist(),
             "ious": None if ious is None else [round(iou, 2) for iou in ious]}
 
@@ -113,6 +138,7 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
     note shown when the top class is unlikely."""
     height, width = explanation.display.shape[:2]
     thresholds = box_thresholds(box_threshold)
+    map_a = explanation.output.localization_maps[0][0]
     states, steps, hand = _states(explanation, model, thresholds)
     return {"model": explanation.model_name, "grid": list(explanation.output.features.shape[-2:]),
             "width": width, "height": height, "image": _jpeg(explanation.display),
@@ -120,8 +146,10 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "map_opacity": MAP_OPACITY, "erased_color": ERASED_COLOR.tolist(), "erased_opacity": ERASED_OPACITY,
             "predicted_box_color": list(PREDICTED_BOX_COLOR), "true_box_color": list(TRUE_BOX_COLOR),
             "box_line_width": box_line_width(explanation.display.shape),
-            "true_boxes": np.round(explanation.display_boxes()).astype(int).tolist(),
-            "a": _bytes(explanation.output.localization_maps[0][0]),
+            # As Pillow draws them (acol.drawing.draw_boxes): at whole pixels, truncated.
+            "true_boxes": np.floor(explanation.display_boxes()).astype(int).tolist(),
+            "a": _bytes(map_a), "a_range": _range(upsample_maps(map_a, (height, width))),
+            "resize": {"rows": resize_taps(map_a.shape[0], height), "cols": resize_taps(map_a.shape[1], width)},
             "caption": caption_head(explanation), "doubt": doubt,
             "acol": explanation.num_branches > 1,
             "deltas": list(SLIDER_STEPS), "box_thresholds": thresholds,

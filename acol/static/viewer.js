@@ -3,8 +3,9 @@
 // Runs as the body of gr.HTML's `js_on_load`: `element` is the component, `props.value` the
 // payload, `trigger(event, data)` sends an event to the server and `watch` calls back when the
 // server sends a new payload. Nothing here computes a map, a mask or a box: they all come
-// computed, for every step of both sliders. This file only scales, colours and blends them as
-// acol/drawing.py does, finds the feature cell under the pointer and writes the words it was sent.
+// computed, for every step of both sliders. This file only resizes them (with the weights it is
+// sent), colours and blends them as acol/drawing.py does, finds the feature cell under the pointer
+// and writes the words it was sent.
 // So moving δ or the box threshold, or hovering a cell, asks the server nothing; a click on the
 // erased panel does (branch B runs on the hand-made mask there).
 
@@ -26,28 +27,40 @@ function shown() {
   return {words, state: view.payload.states[words.state]};
 }
 
-// A per-cell map (0-255) at the picture's size: the browser's own image scaling, as the pictures
-// are scaled, of values Python computed (acol.drawing resizes bicubically: the browser test says how close).
-function scaled(cells) {
-  const {width, height, grid: [rows, cols]} = view.payload;
-  const small = new OffscreenCanvas(cols, rows), big = new OffscreenCanvas(width, height);
-  const pixels = new ImageData(cols, rows);
-  cells.forEach((value, index) => pixels.data.set([value, value, value, 255], 4 * index));
-  small.getContext("2d").putImageData(pixels, 0, 0);
-  const context = big.getContext("2d");
-  context.imageSmoothingEnabled = true;
-  context.imageSmoothingQuality = "high";
-  context.drawImage(small, 0, 0, width, height);
-  return context.getImageData(0, 0, width, height).data;
+// acol.drawing.upsampled: a per-cell map (0-255) resized to the picture with the bicubic weights
+// Python sent (each pixel's first cell and its weights, per side), then min-max normalized by the
+// range Python found, as colour indexes (0-255).
+function resized(cells, [low, high]) {
+  const {width, height, grid: [rows, cols], resize} = view.payload;
+  const side = ({taps, first, weights}) => ({taps, first: bytes(first), weights: new Float32Array(bytes(weights).buffer)});
+  const across = side(resize.cols), down = side(resize.rows);
+  const rowsResized = new Float32Array(rows * width);  // each cell row, resized across
+  for (let r = 0; r < rows; r++) {
+    for (let x = 0; x < width; x++) {
+      let sum = 0;
+      for (let t = 0; t < across.taps; t++) sum += across.weights[x * across.taps + t] * cells[r * cols + across.first[x] + t];
+      rowsResized[r * width + x] = sum / 255;
+    }
+  }
+  const indexes = new Uint8Array(width * height);
+  if (!(high > low)) return indexes;  // a constant map: normalized to zeros
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      let sum = 0;
+      for (let t = 0; t < down.taps; t++) sum += down.weights[y * down.taps + t] * rowsResized[(down.first[y] + t) * width + x];
+      indexes[y * width + x] = Math.floor(Math.min(255, Math.max(0, (sum - low) / (high - low) * 255 + 0.5)));
+    }
+  }
+  return indexes;
 }
 
 // acol.drawing.overlay_map: the map's colour (the colour map at its value) blended over the photo
 // (Math.floor: ImageData would round, numpy's astype(uint8) truncates).
-function overlayMap(cells) {
-  const heat = scaled(cells), photo = view.photo.data, out = new ImageData(view.payload.width, view.payload.height);
+function overlayMap(cells, range) {
+  const heat = resized(cells, range), photo = view.photo.data, out = new ImageData(view.payload.width, view.payload.height);
   const opacity = view.payload.map_opacity, colors = view.colors;
   for (let i = 0; i < out.data.length; i += 4) {
-    for (let c = 0; c < 3; c++) out.data[i + c] = Math.floor(photo[i + c] * (1 - opacity) + colors[3 * heat[i] + c] * opacity);
+    for (let c = 0; c < 3; c++) out.data[i + c] = Math.floor(photo[i + c] * (1 - opacity) + colors[3 * heat[i / 4] + c] * opacity);
     out.data[i + 3] = 255;
   }
   return out;
@@ -119,10 +132,10 @@ function draw() {
   if (!payload || !view.photo) return;
   const {words, state} = shown(), boxStep = nearest(payload.box_thresholds, view.box), key = view.byHand ? "hand" : words.state;
   const pictures = {
-    "branch-a": picture("a", () => overlayMap(bytes(payload.a))),
+    "branch-a": picture("a", () => overlayMap(bytes(payload.a), payload.a_range)),
     "erased": state.mask && picture(`mask ${key}`, () => overlayMask(bytes(state.mask))),
-    "branch-b": state.b && picture(`b ${key}`, () => overlayMap(bytes(state.b))),
-    "fused": picture(`fused ${key}`, () => overlayMap(bytes(state.fused_heat))),
+    "branch-b": state.b && picture(`b ${key}`, () => overlayMap(bytes(state.b), state.b_range)),
+    "fused": picture(`fused ${key}`, () => overlayMap(bytes(state.fused), state.fused_range)),
   };
   for (const id of PANELS) {
     const context = canvas(id).getContext("2d");
