@@ -6,7 +6,7 @@ import sys
 COMMANDS = {
     "train": ("acol.train", "train ACoL or the CAM baseline"),
     "evaluate": ("acol.evaluate", "classification and localization metrics of a checkpoint"),
-    "explain": ("acol.explain", "the four-panel ACoL figure of one image"),
+    "explain": ("acol.explain_command", "the four-panel ACoL figure of one image"),
 }
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,12 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
+from .explain import DISPLAY_SIDE, Explanation, scaled_size
 from .maps import box_from_map, box_iou, score_map
-
-if TYPE_CHECKING:  # annotations only: acol.explain imports this module
-    from .explain import Explanation
-
-DISPLAY_SIDE = 384       # longest side of the pictures the maps are drawn on
 
 COLORMAP = "inferno"     # perceptually uniform and colour-blind safe, unlike 'jet'
 MAP_OPACITY = 0.55
@@ -52,11 +47,6 @@ _FONT = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 13)  # has δ; 
 
 # ----------------------------------------------------------------------------------------------
 # Numpy RGB pictures
-
-
-def _scaled_size(size: tuple[int, int], scale: float, minimum: int = 16) -> tuple[int, int]:
-    """``size * scale``, keeping each side at least ``minimum`` so a 1x1 image stays visible."""
-    return tuple(max(minimum, round(side * scale)) for side in size)
 
 
 def upsampled(localization_map: torch.Tensor, picture: np.ndarray) -> np.ndarray:
@@ -297,7 +287,7 @@ def sweep_strip(sweep: list[Explanation], height: int = 150) -> np.ndarray:
     a low δ erases much of the object and pushes B further out; a high δ erases only the peak."""
     columns = []
     for explanation in sweep:
-        size = _scaled_size(explanation.display.shape[1::-1], height / explanation.display.shape[0])
+        size = scaled_size(explanation.display.shape[1::-1], height / explanation.display.shape[0])
         small = np.asarray(Image.fromarray(explanation.display).resize(size, Image.Resampling.BILINEAR))
         mask = explanation.output.erase_masks[1][0]
         erased = overlay_mask(small, mask)
