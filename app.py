@@ -258,32 +258,34 @@ class Viewer:
         return self.examples.for_model(self.shelf.class_names(model_name))
 
     def first_view(self) -> "FirstView":
-        """What the page shows before anyone clicks: the first model (the teaching one) on the
-        first of its examples whose story holds (B, with A's region erased, still names the
-        class: ``FIRST_LESSON``), explained at its own δ and box threshold."""
+        """What the page shows before anyone clicks: the first model (the teaching one) on the one
+        of its examples that tells ACoL's story best (``lesson_strength``; the first example when
+        none does), explained at its own δ and box threshold."""
         model = self.models()[0]
         explainer = self.shelf[model]
         delta, box = explainer.model.erase_threshold, explainer.default_box_threshold
         groups = self.examples_for(model)
         paths = self.examples.groups[groups[0]].paths if groups else []
-        explanations = (self.explain_file(path, model, delta)[0] for path in paths)
-        for path, explanation in zip(paths, explanations):
-            if explanation is not None and story_holds(explanation):
-                break
-        else:  # no example where it holds: the first one still teaches
-            path = paths[0] if paths else None
-            explanation = self.explain_file(path, model, delta)[0] if path else None
-        if explanation is None:
+        explained = [(path, self.explain_file(path, model, delta)[0]) for path in paths]
+        explained = [(path, explanation) for path, explanation in explained if explanation is not None]
+        if not explained:
             return FirstView(model, None, ViewerCache(), {"message": self.no_examples(model)},
                              {"choices": [], "value": None}, self.about(model))
+        # max() keeps the first of equals: with no example telling the story, the first example.
+        path, explanation = max(explained, key=lambda pair: lesson_strength(pair[1]))
         return FirstView(model, path, ViewerCache(explanation), self.payload(explanation, delta, box),
                          self.class_choices(explanation), self.about(model))
 
 
-def story_holds(explanation) -> bool:
-    """Whether branch B, on the features with A's region erased, still names A's class: the
-    sentence above the views, that B "must find other evidence of the same class", in one picture."""
-    return explanation.num_branches > 1 and top_classes(explanation, 1, branch=1)[0][0] == explanation.target_class
+def lesson_strength(explanation) -> float:
+    """How well one picture tells the story above the views, that with A's region erased B "must
+    find other evidence of the same class": B's probability of A's class when B still names it
+    (and A names the picture's class, when it is known), else 0."""
+    if explanation.num_branches == 1:
+        return 0.0
+    (best, _, probability), = top_classes(explanation, 1, branch=1)
+    a_right = explanation.true_class in (None, explanation.class_names[explanation.target_class])
+    return probability if best == explanation.target_class and a_right else 0.0
 
 
 # ----------------------------------------------------------------------------------------------
