@@ -61,9 +61,9 @@ def _floats(values: torch.Tensor | np.ndarray) -> str:
     return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
 
 
-def _range(scores: torch.Tensor) -> list[float]:
-    """A resized map's [min, max]: what ``acol.drawing.upsampled`` normalizes it by."""
-    return [float(scores.min()), float(scores.max())]
+def _ranges(resized: torch.Tensor) -> list[list[float]]:
+    """Each resized map's [min, max] (``[K, H, W]``): what ``acol.drawing.upsampled`` normalizes by."""
+    return torch.stack([resized.amin((-2, -1)), resized.amax((-2, -1))], -1).view(-1, 2).tolist()
 
 
 def resize_taps(cells: int, pixels: int) -> dict:
@@ -93,7 +93,8 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     map_a = output.localization_maps[0][0]
     size = explanation.display.shape[:2]
     if explanation.num_branches == 1:  # CAM: nothing to erase, one state for every step
-        state = _state(explanation, None, None, map_a, upsample_maps(map_a, size), None, thresholds)
+        resized = upsample_maps(map_a[None], size)
+        state = _state(explanation, None, None, map_a, normalize_maps(resized)[0], _ranges(resized)[0], None, thresholds)
         return [state], [{"state": 0, "erasing": "", "verdict": ""}] * len(SLIDER_STEPS), None
     masks = torch.stack([map_a >= delta for delta in SLIDER_STEPS])
     hand_mask = output.erase_masks[1][0] if explanation.erased_by_hand else None
@@ -106,8 +107,10 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     maps_b = normalize_maps(class_maps[:, explanation.target_class])
     probabilities = class_maps.mean((2, 3)).softmax(-1)
     fused = fuse_maps([map_a.expand_as(maps_b), maps_b])
+    fused_resized = upsample_maps(fused, size)  # all states at once: one call, not one per state
     states = [_state(explanation, *arrays, thresholds) for arrays in
-              zip(distinct, maps_b, fused, upsample_maps(fused, size), upsample_maps(maps_b, size))]
+              zip(distinct, maps_b, fused, normalize_maps(fused_resized), _ranges(fused_resized),
+                  _ranges(upsample_maps(maps_b, size)))]
 
     def words(index: int, how: str) -> dict:
         state = int(state_of[index])
@@ -118,15 +121,16 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     return states, steps, None if hand_mask is None else words(len(SLIDER_STEPS), "by hand")
 
 
-def _state(explanation: Explanation, mask, map_b, fused, fused_resized, b_resized, thresholds) -> dict:
-    """One erasing: its cells, B's map and the fused map (with the ranges of their pictures), and
-    the fused map's box and IoU at each of the box ``thresholds``, cut as ``acol.drawing`` cuts it."""
-    boxes = boxes_at_thresholds(normalize_maps(fused_resized), thresholds)
+def _state(explanation: Explanation, mask, map_b, fused, fused_scores, fused_range, b_range, thresholds) -> dict:
+    """One erasing: its cells, B's map and the fused map (with the ranges of their resized
+    pictures), and the box cut from the fused map's score map (``fused_scores``, as
+    ``acol.drawing`` cuts it) and its IoU, at each of the box ``thresholds``."""
+    boxes = boxes_at_thresholds(fused_scores, thresholds)
     true_boxes = explanation.display_boxes()
     ious = box_iou(boxes, true_boxes).amax(1).tolist() if len(true_boxes) else None
     return {"mask": None if mask is None else _bytes(mask.float()),
-            "b": None if map_b is None else _bytes(map_b), "b_range": None if b_resized is None else _range(b_resized),
-            "fused": _bytes(fused), "fused_range": _range(fused_resized),
+            "b": None if map_b is None else _bytes(map_b), "b_range": b_range,
+            "fused": _bytes(fused), "fused_range": fused_range,
             "boxes": boxes.astype(int).tolist(),
             "ious": None if ious is None else [round(iou, 2) for iou in ious]}
 
@@ -148,7 +152,7 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "box_line_width": box_line_width(explanation.display.shape),
             # As Pillow draws them (acol.drawing.draw_boxes): at whole pixels, truncated.
             "true_boxes": np.floor(explanation.display_boxes()).astype(int).tolist(),
-            "a": _bytes(map_a), "a_range": _range(upsample_maps(map_a, (height, width))),
+            "a": _bytes(map_a), "a_range": _ranges(upsample_maps(map_a[None], (height, width)))[0],
             "resize": {"rows": resize_taps(map_a.shape[0], height), "cols": resize_taps(map_a.shape[1], width)},
             "caption": caption_head(explanation), "doubt": doubt,
             "acol": explanation.num_branches > 1,
