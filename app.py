@@ -680,7 +680,7 @@ def wire_page_events(page: PageEvents, cache: gr.State, open_tab: gr.State, cont
     refresh_inputs = [cache, open_tab, tabs.baseline, delta, views.by_hand]
     refresh_tabs = dict(fn=page.refresh_tabs, inputs=refresh_inputs, outputs=[cache, tabs.sweep, tabs.compared],
                         js=with_shown_mask(refresh_inputs), show_progress="hidden", api_name="page_refresh_tabs",
-                        api_visibility="private")
+                        api_visibility="undocumented")  # callable: bench/app_load.py acts as the page
     image.change(page.explain_image, explain_inputs, explained, api_name="page_explain",
                  api_visibility="undocumented").then(**refresh_tabs)
     model.change(page.choose_model, explain_inputs, [image, controls.about, *controls.example_boxes,
