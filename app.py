@@ -780,12 +780,13 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=()) -> gr
 
 
 def launch(demo: gr.Blocks, **options):
-    """``demo.launch`` with the page's look, no server-side rendering (it needs Node), an upload
-    limit and memory that stays flat under load (large blocks returned when freed, the rest
-    trimmed every 10 s); ``options`` go to Gradio (server_name, ...)."""
+    """``demo.launch`` with the page's look, an upload limit and memory that stays flat under load
+    (large blocks returned when freed, the rest trimmed every 10 s); ``options`` go to Gradio
+    (server_name, ...). Server-side rendering follows ``GRADIO_SSR_MODE`` (off unless it says
+    true, as Hugging Face Spaces does; it needs Node 24+, README "Limits")."""
     map_large_blocks_separately()
     keep_trimming_freed_memory()
-    return demo.launch(theme=THEME, css=CSS, ssr_mode=False, max_file_size=MAX_UPLOAD, **options)
+    return demo.launch(theme=THEME, css=CSS, max_file_size=MAX_UPLOAD, **options)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -543,3 +543,12 @@ def test_the_story_holds_when_b_still_names_as_class_and_a_is_right(tiny_checkpo
     with torch.no_grad():
         explainer.model.heads[1].class_layer.bias[other] += 200
     assert app.lesson_strength(explainer.reexplain(explanation)) == 0, "B names another class"
+
+
+def test_spaces_runs_the_gradio_version_the_tests_ran():
+    """Hugging Face Spaces installs the README's sdk_version, whatever requirements.txt pins."""
+    import gradio
+    front_matter = (REPO / "README.md").read_text().split("---")[1]
+    pinned = dict(line.split(": ", 1) for line in front_matter.strip().splitlines())
+    assert pinned["sdk_version"] == gradio.__version__
+    assert f"gradio=={gradio.__version__}" in (REPO / "requirements.txt").read_text()
