@@ -31,7 +31,7 @@ from acol.checkpoint import CheckpointError  # noqa: E402
 from acol.data import ImageLoadError, load_rgb_image  # noqa: E402
 from acol.drawing import (compare_picture, page_pictures, placeholder, render_panels, sweep_strip,  # noqa: E402
                           write_figure_png)
-from acol.explain import Explanation, branch_b_verdict, top_classes  # noqa: E402
+from acol.explain import Explanation, branch_b_verdict, lesson_strength, top_classes  # noqa: E402
 from acol.payload import SLIDER_STEP, page_payload, snapped  # noqa: E402
 from acol.serving import (CheckpointShelf, ExampleImages, RequestTimeout, ViewerCache,  # noqa: E402
                           call_with_timeout, keep_trimming_freed_memory, map_large_blocks_separately)
@@ -275,17 +275,6 @@ class Viewer:
         path, explanation = max(explained, key=lambda pair: lesson_strength(pair[1]))
         return FirstView(model, path, ViewerCache(explanation), self.payload(explanation, delta, box),
                          self.class_choices(explanation), self.about(model))
-
-
-def lesson_strength(explanation) -> float:
-    """How well one picture tells the story above the views, that with A's region erased B "must
-    find other evidence of the same class": B's probability of A's class when B still names it
-    (and A names the picture's class, when it is known), else 0."""
-    if explanation.num_branches == 1:
-        return 0.0
-    (best, _, probability), = top_classes(explanation, 1, branch=1)
-    a_right = explanation.true_class in (None, explanation.class_names[explanation.target_class])
-    return probability if best == explanation.target_class and a_right else 0.0
 
 
 # ----------------------------------------------------------------------------------------------

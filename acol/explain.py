@@ -231,6 +231,17 @@ def branch_b_verdict(explanation: Explanation, k: int = 3) -> str:
                         how, explanation.target_class, explanation.class_names, k)
 
 
+def lesson_strength(explanation: Explanation) -> float:
+    """How well one picture tells the story above the views, that with A's region erased B "must
+    find other evidence of the same class": B's probability of A's class when B still names it
+    (and A names the picture's class, when it is known), else 0."""
+    if explanation.num_branches == 1:
+        return 0.0
+    (best, _, probability), = top_classes(explanation, 1, branch=1)
+    a_right = explanation.true_class in (None, explanation.class_names[explanation.target_class])
+    return probability if best == explanation.target_class and a_right else 0.0
+
+
 def verdict_line(probabilities: torch.Tensor, mask: torch.Tensor, how: str, target_class: int,
                  class_names: list[str], k: int = 3) -> str:
     """B's verdict (``branch_b_verdict``) from its class ``probabilities`` on the features

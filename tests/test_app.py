@@ -515,10 +515,11 @@ def test_each_session_sees_only_its_own_images_results(viewer_url, tmp_path):
 
 def test_the_page_opens_on_the_example_that_tells_acols_story_best(tiny_checkpoints):
     import app
+    from acol.explain import lesson_strength
     from acol.serving import CheckpointShelf, ExampleImages
     viewer = app.Viewer(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
     paths = viewer.examples.groups[0].paths
-    strengths = [app.lesson_strength(viewer.explain_file(path, TEACHING, 0.5)[0]) for path in paths]
+    strengths = [lesson_strength(viewer.explain_file(path, TEACHING, 0.5)[0]) for path in paths]
     first = viewer.first_view()
     assert first.image == paths[strengths.index(max(strengths))]  # the first one when none tells it
 
@@ -528,8 +529,7 @@ def test_the_story_holds_when_b_still_names_as_class_and_a_is_right(tiny_checkpo
 
     import torch
 
-    import app
-    from acol.explain import Explainer
+    from acol.explain import Explainer, lesson_strength
     explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_acol.safetensors")
     explanation = explainer.explain(Image.open(EXAMPLE).convert("RGB"))
     target = explanation.target_class
@@ -537,12 +537,12 @@ def test_the_story_holds_when_b_still_names_as_class_and_a_is_right(tiny_checkpo
     with torch.no_grad():  # B's verdict, whatever the features: one class by far
         explainer.model.heads[1].class_layer.bias[target] += 100
     b_names_it = explainer.reexplain(explanation)
-    assert app.lesson_strength(b_names_it) == pytest.approx(1.0)
-    assert app.lesson_strength(replace(b_names_it, true_class=a_class)) == pytest.approx(1.0), "A is right"
-    assert app.lesson_strength(replace(b_names_it, true_class=explanation.class_names[other])) == 0, "A is wrong"
+    assert lesson_strength(b_names_it) == pytest.approx(1.0)
+    assert lesson_strength(replace(b_names_it, true_class=a_class)) == pytest.approx(1.0), "A is right"
+    assert lesson_strength(replace(b_names_it, true_class=explanation.class_names[other])) == 0, "A is wrong"
     with torch.no_grad():
         explainer.model.heads[1].class_layer.bias[other] += 200
-    assert app.lesson_strength(explainer.reexplain(explanation)) == 0, "B names another class"
+    assert lesson_strength(explainer.reexplain(explanation)) == 0, "B names another class"
 
 
 def test_spaces_runs_the_gradio_version_the_tests_ran():
