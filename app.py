@@ -361,7 +361,8 @@ class PageEvents:
     def open_comparison(self, cache, baseline_name, erase_threshold, by_hand):
         """The "Compare with CAM" tab was opened, its baseline changed or a redraw asked: draw it
         at the δ (or the hand-made mask) the page shows, and keep it drawn."""
-        return *self.viewer.comparison(cache, self.viewer.shown(cache, erase_threshold, by_hand), baseline_name), "compare"
+        shown = self.viewer.shown(cache, erase_threshold, by_hand)
+        return *self.viewer.comparison(cache, shown, baseline_name), "compare"
 
     def export(self, cache, erase_threshold, box_threshold, by_hand):
         return self.viewer.export(self.viewer.shown(cache, erase_threshold, by_hand), box_threshold)
@@ -388,7 +389,9 @@ class ScriptEvents:
 
     def comparison(self, cache, explanation, open_tab, baseline_name):
         """(cache, comparison): drawn only while the script opened the comparison (/compare)."""
-        return self.viewer.comparison(cache, explanation, baseline_name) if open_tab == "compare" else (cache, gr.skip())
+        if open_tab != "compare":
+            return cache, gr.skip()
+        return self.viewer.comparison(cache, explanation, baseline_name)
 
     def explain(self, path, model_name, erase_threshold, box_threshold, open_tab):
         """(cache, 4 pictures, classes, baselines, δ slider, status, comparison, B's verdict)."""

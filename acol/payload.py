@@ -94,7 +94,8 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     size = explanation.display.shape[:2]
     if explanation.num_branches == 1:  # CAM: nothing to erase, one state for every step
         resized = upsample_maps(map_a[None], size)
-        state = _state(explanation, None, None, map_a, normalize_maps(resized)[0], _ranges(resized)[0], None, thresholds)
+        state = _state(explanation, None, None, map_a, normalize_maps(resized)[0], _ranges(resized)[0], None,
+                       thresholds)
         return [state], [{"state": 0, "erasing": "", "verdict": ""}] * len(SLIDER_STEPS), None
     masks = torch.stack([map_a >= delta for delta in SLIDER_STEPS])
     hand_mask = output.erase_masks[1][0] if explanation.erased_by_hand else None
@@ -158,4 +159,5 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "acol": explanation.num_branches > 1,
             "deltas": list(SLIDER_STEPS), "box_thresholds": thresholds,
             "states": states, "steps": steps, "hand": hand,
-            "view": {"delta": snapped(delta), "box_threshold": round(float(box_threshold), 2), "by_hand": hand is not None}}
+            "view": {"delta": snapped(delta), "box_threshold": round(float(box_threshold), 2),
+                     "by_hand": hand is not None}}

@@ -121,9 +121,9 @@ def browser_times(checkpoint_folder: Path, image: Path, moves: int) -> dict:
             browser.close()
     finally:
         demo.close()
-    return {"slider drawn": statistics.median(t[0] for t in slider), "slider frame": statistics.median(t[1] for t in slider),
-            "hover drawn": statistics.median(t[0] for t in hover), "hover frame": statistics.median(t[1] for t in hover),
-            "requests": len(asked), "moves": moves}
+    medians = {f"{name} {what}": statistics.median(times[index] for times in timed)
+               for name, timed in (("slider", slider), ("hover", hover)) for index, what in enumerate(("drawn", "frame"))}
+    return {**medians, "requests": len(asked), "moves": moves}
 
 
 def main(argv: list[str] | None = None) -> int:

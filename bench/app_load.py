@@ -282,12 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server pid {server.process.pid} at {server.url}, model {model}, "
                   f"{os.cpu_count()} CPU cores, idle RSS {server.memory_mb():.0f} MB")
             # Each photo alone on the server first: the replies every session must get back.
-            expected = {photo: session_script(User(server.url, photo, model, args.compare_open, args.scripts), args.moves)
-                        for photo in pictures}
+            expected = {photo: session_script(User(server.url, photo, model, args.compare_open, args.scripts),
+                                              args.moves) for photo in pictures}
             print(f"{'users':>5} {'requests':>8} {'req/s':>6} {'slider p50':>10} {'slider p95':>10} "
                   f"{'upload p50':>10} {'upload p95':>10} {'errors':>6} {'isolation':>9} {'peak MB':>8}")
             for users in args.users:
-                result = run_users(server, pictures[:users], model, args.moves, expected, args.compare_open, args.scripts)
+                result = run_users(server, pictures[:users], model, args.moves, expected, args.compare_open,
+                                   args.scripts)
                 slider, upload = result["timings"]["slider"], result["timings"]["upload"]
                 print(f"{users:5d} {result['requests']:8d} {result['requests'] / result['wall']:6.1f} "
                       f"{1000 * statistics.median(slider) if slider else float('nan'):8.0f}ms "

@@ -28,7 +28,10 @@ def panel_pixels(page, elem_id: str) -> list:
         const rows = [];
         for (let y = 0; y < canvas.height; y++) {
             const row = [];
-            for (let x = 0; x < canvas.width; x++) { const i = 4 * (y * canvas.width + x); row.push([data[i], data[i + 1], data[i + 2]]); }
+            for (let x = 0; x < canvas.width; x++) {
+                const i = 4 * (y * canvas.width + x);
+                row.push([data[i], data[i + 1], data[i + 2]]);
+            }
             rows.push(row);
         }
         return rows;

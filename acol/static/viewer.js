@@ -32,13 +32,16 @@ function shown() {
 // range Python found, as colour indexes (0-255).
 function resized(cells, [low, high]) {
   const {width, height, grid: [rows, cols], resize} = view.payload;
-  const side = ({taps, first, weights}) => ({taps, first: bytes(first), weights: new Float32Array(bytes(weights).buffer)});
+  const side = ({taps, first, weights}) =>
+    ({taps, first: bytes(first), weights: new Float32Array(bytes(weights).buffer)});
   const across = side(resize.cols), down = side(resize.rows);
   const rowsResized = new Float32Array(rows * width);  // each cell row, resized across
   for (let r = 0; r < rows; r++) {
     for (let x = 0; x < width; x++) {
       let sum = 0;
-      for (let t = 0; t < across.taps; t++) sum += across.weights[x * across.taps + t] * cells[r * cols + across.first[x] + t];
+      for (let t = 0; t < across.taps; t++) {
+        sum += across.weights[x * across.taps + t] * cells[r * cols + across.first[x] + t];
+      }
       rowsResized[r * width + x] = sum / 255;
     }
   }
@@ -47,7 +50,9 @@ function resized(cells, [low, high]) {
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       let sum = 0;
-      for (let t = 0; t < down.taps; t++) sum += down.weights[y * down.taps + t] * rowsResized[(down.first[y] + t) * width + x];
+      for (let t = 0; t < down.taps; t++) {
+        sum += down.weights[y * down.taps + t] * rowsResized[(down.first[y] + t) * width + x];
+      }
       indexes[y * width + x] = Math.floor(Math.min(255, Math.max(0, (sum - low) / (high - low) * 255 + 0.5)));
     }
   }
@@ -57,10 +62,12 @@ function resized(cells, [low, high]) {
 // acol.drawing.overlay_map: the map's colour (the colour map at its value) blended over the photo
 // (Math.floor: ImageData would round, numpy's astype(uint8) truncates).
 function overlayMap(cells, range) {
-  const heat = resized(cells, range), photo = view.photo.data, out = new ImageData(view.payload.width, view.payload.height);
-  const opacity = view.payload.map_opacity, colors = view.colors;
+  const heat = resized(cells, range), photo = view.photo.data, colors = view.colors;
+  const out = new ImageData(view.payload.width, view.payload.height), opacity = view.payload.map_opacity;
   for (let i = 0; i < out.data.length; i += 4) {
-    for (let c = 0; c < 3; c++) out.data[i + c] = Math.floor(photo[i + c] * (1 - opacity) + colors[3 * heat[i / 4] + c] * opacity);
+    for (let c = 0; c < 3; c++) {
+      out.data[i + c] = Math.floor(photo[i + c] * (1 - opacity) + colors[3 * heat[i / 4] + c] * opacity);
+    }
     out.data[i + 3] = 255;
   }
   return out;
@@ -130,7 +137,8 @@ function draw() {
   view.frame = 0;
   const payload = view.payload;
   if (!payload || !view.photo) return;
-  const {words, state} = shown(), boxStep = nearest(payload.box_thresholds, view.box), key = view.byHand ? "hand" : words.state;
+  const {words, state} = shown(), boxStep = nearest(payload.box_thresholds, view.box);
+  const key = view.byHand ? "hand" : words.state;  // which state's pictures: they are kept, drawn once
   const pictures = {
     "branch-a": picture("a", () => overlayMap(bytes(payload.a), payload.a_range)),
     "erased": state.mask && picture(`mask ${key}`, () => overlayMask(bytes(state.mask))),
