@@ -7,7 +7,7 @@ COMMANDS = {
     "train": ("acol.train", "train ACoL or the CAM baseline"),
     "train-everyday": ("acol.everyday", "train branch B of the everyday model (A: the ImageNet classifier)"),
     "evaluate": ("acol.evaluate", "classification and localization metrics of a checkpoint"),
-    "explain": ("acol.explain", "the four-panel ACoL figure of one image"),
+    "explain": ("acol.explain_command", "the four-panel ACoL figure of one image"),
 }
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,12 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
+from .explain import DISPLAY_SIDE, Explanation, scaled_size
 from .maps import box_from_map, box_iou, score_map
-
-if TYPE_CHECKING:  # annotations only: acol.explain imports this module
-    from .explain import Explanation
-
-DISPLAY_SIDE = 384       # longest side of the pictures the maps are drawn on
 
 COLORMAP = "inferno"     # perceptually uniform and colour-blind safe, unlike 'jet'
 MAP_OPACITY = 0.55
@@ -52,11 +47,6 @@ _FONT = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 13)  # has δ; 
 
 # ----------------------------------------------------------------------------------------------
 # Numpy RGB pictures
-
-
-def _scaled_size(size: tuple[int, int], scale: float, minimum: int = 16) -> tuple[int, int]:
-    """``size * scale``, keeping each side at least ``minimum`` so a 1x1 image stays visible."""
-    return tuple(max(minimum, round(side * scale)) for side in size)
 
 
 def upsampled(localization_map: torch.Tensor, picture: np.ndarray) -> np.ndarray:
@@ -98,11 +88,16 @@ def feature_cell(explanation: Explanation, x: float, y: float) -> tuple[int, int
     return int(y) * rows // height, int(x) * cols // width
 
 
+def box_line_width(shape) -> int:
+    """The width in pixels of the boxes' lines on a picture of this shape."""
+    return max(2, round(max(shape[:2]) / 150))
+
+
 def draw_boxes(picture: np.ndarray, predicted=None, true_boxes=()) -> np.ndarray:
     """The picture with the true boxes (green) and the predicted box (cyan) drawn on it."""
     image = Image.fromarray(picture)
     draw = ImageDraw.Draw(image)
-    width = max(2, round(max(picture.shape[:2]) / 150))
+    width = box_line_width(picture.shape)
     for box, color in [(box, TRUE_BOX_COLOR) for box in true_boxes] + [(predicted, PREDICTED_BOX_COLOR)]:
         if box is not None and box[2] > box[0] and box[3] > box[1]:
             x0, y0, x1, y1 = box  # pixel edges: the last covered column is x1 - 1
@@ -195,23 +190,32 @@ class Panels:
     caption: str                    # one line: class, probability, threshold, IoU
 
 
+def caption_head(explanation: Explanation) -> str:
+    """The caption's start: model, class and its probability, and the true class when known."""
+    name = explanation.class_names[explanation.target_class]
+    probability = float(explanation.probabilities[explanation.target_class])
+    caption = f"{explanation.model_name}: {name} ({probability:.0%})"
+    return caption if explanation.true_class is None else caption + f" · true class: {explanation.true_class}"
+
+
+def erasing_phrase(how: str, mask: torch.Tensor) -> str:
+    """How B's input was erased (``how``: "δ = 0.40" or "by hand") and how much of it."""
+    return f"{how}: erased {int(mask.sum())} of {mask.numel()} feature cells"
+
+
 def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
     """Draw branch A's map, the erased features, branch B's map and the fused map with its box."""
     output, display = explanation.output, explanation.display
     branch_a = overlay_map(display, upsampled(output.localization_maps[0][0], display))
     fused, box, iou = map_with_box(explanation, box_threshold)
     feature_h, feature_w = output.features.shape[-2:]
-    name = explanation.class_names[explanation.target_class]
-    probability = float(explanation.probabilities[explanation.target_class])
-    caption = f"{explanation.model_name}: {name} ({probability:.0%})"
-    if explanation.true_class is not None:
-        caption += f" · true class: {explanation.true_class}"
+    caption = caption_head(explanation)
     if explanation.num_branches > 1:
         mask = output.erase_masks[1][0]
         erased = overlay_mask(display, mask)
         branch_b = overlay_map(display, upsampled(output.localization_maps[1][0], display))
         how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
-        caption += f" · {how}: erased {int(mask.sum())} of {feature_h * feature_w} feature cells"
+        caption += " · " + erasing_phrase(how, mask)
         titles = ("Branch A's map", f"Erased features ({feature_h}x{feature_w}, {how})",
                   "Branch B's map (on erased features)", "Fused map max(A, B) + box")
     else:
@@ -283,7 +287,7 @@ def sweep_strip(sweep: list[Explanation], height: int = 150) -> np.ndarray:
     a low δ erases much of the object and pushes B further out; a high δ erases only the peak."""
     columns = []
     for explanation in sweep:
-        size = _scaled_size(explanation.display.shape[1::-1], height / explanation.display.shape[0])
+        size = scaled_size(explanation.display.shape[1::-1], height / explanation.display.shape[0])
         small = np.asarray(Image.fromarray(explanation.display).resize(size, Image.Resampling.BILINEAR))
         mask = explanation.output.erase_masks[1][0]
         erased = overlay_mask(small, mask)

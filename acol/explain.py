@@ -1,10 +1,7 @@
 """Explain one image: run a checkpoint on it and keep what the pictures of it are drawn from.
 
-This is the computing side of the viewer (``app.py``) and the command line::
-
-    python -m acol explain bird.jpg -o bird_acol.png --erase-threshold 0.5
-
-In code::
+This is the computing side of the viewer (``app.py``) and of ``python -m acol explain``
+(``acol.explain_command``). In code::
 
     explainer = Explainer.from_checkpoint("checkpoints/cub50_acol_efficientnet_lite0.safetensors")
     explanation = explainer.explain(load_rgb_image("bird.jpg"))           # backbone + every branch
@@ -15,15 +12,14 @@ In code::
 An :class:`Explanation` keeps its image's backbone features, so a new erase threshold or class
 re-runs only the erasing and the later branches (``ACoL.reexplain``): that is what keeps the
 viewer's slider live on a CPU. How an explanation becomes pictures and the exported figure
-(``render_panels``, ``write_figure_png``) is ``acol.drawing``; what only a serving viewer needs
+(``render_panels``, ``write_figure_png``) is ``acol.drawing``, which imports this module (never the
+other way round); what the page draws in the browser is ``acol.payload``; what only a serving viewer needs
 (its session cache, request time limit, memory tuning, checkpoint shelf, examples) is
 ``acol.serving``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,13 +29,13 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .checkpoint import load_checkpoint
-from .data import ImageLoadError, eval_transform, load_rgb_image
-from .drawing import DISPLAY_SIDE, _scaled_size, render_panels, write_figure_png
+from .data import eval_transform
 from .model import ACoL, ACoLOutput
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_acol_efficientnet_lite0.safetensors"
 MAX_IMAGE_SIDE = 1024    # larger uploads are shrunk first: the model only sees input_size pixels
+DISPLAY_SIDE = 384       # longest side of the picture the maps are drawn on (``Explanation.display``)
 SWEEP_DELTAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_BOX_THRESHOLD = 0.2
 UNLIKELY = 0.2           # a top class below this probability gets a note: the model knows only its classes
@@ -185,13 +181,13 @@ class Explainer:
         true_boxes = np.asarray([] if true_boxes is None else true_boxes, dtype=np.float32).reshape(-1, 4)
         if max(image.size) > MAX_IMAGE_SIDE:
             scale = MAX_IMAGE_SIDE / max(image.size)
-            resized = image.resize(_scaled_size(image.size, scale), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            resized = image.resize(scaled_size(image.size, scale), Image.Resampling.BILINEAR, reducing_gap=2.0)
             true_boxes = true_boxes * np.array([resized.width / image.width, resized.height / image.height] * 2)
             image = resized
         batch = self.transform(pil_to_tensor(image)).unsqueeze(0)
         target = None if target_class is None else torch.tensor([target_class])
         output = self.model(batch, target, erase_threshold)
-        display_size = _scaled_size(image.size, DISPLAY_SIDE / max(image.size))
+        display_size = scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
         return Explanation(self.name, self.class_names, image, true_boxes, display, output,
                            output.logits[0][0].softmax(-1), true_class=true_class)
@@ -230,6 +226,11 @@ class Explainer:
         return [self.reexplain(explanation, erase_threshold=delta) for delta in deltas]
 
 
+def scaled_size(size: tuple[int, int], scale: float, minimum: int = 16) -> tuple[int, int]:
+    """``size * scale``, keeping each side at least ``minimum`` so a 1x1 image stays visible."""
+    return tuple(max(minimum, round(side * scale)) for side in size)
+
+
 def top_classes(explanation: Explanation, k: int = 5, branch: int = 0) -> list[tuple[int, str, float]]:
     """``(class index, name, probability)`` of the ``k`` most probable classes of a branch.
 
@@ -247,14 +248,33 @@ def branch_b_verdict(explanation: Explanation, k: int = 3) -> str:
     was erased, B's top-``k`` classes, and whether B still says the class A's map erased for."""
     if explanation.num_branches == 1:
         return "A one-branch CAM model has no branch B."
-    mask = explanation.output.erase_masks[1][0]
     how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
-    (best, name, probability), *others = top_classes(explanation, k, branch=1)
-    target = explanation.class_names[explanation.target_class]
-    verdict = "still says" if best == explanation.target_class else f"says (not {target})"
-    rest = "".join(f" · {other} {p:.0%}" for _, other, p in others)
+    return verdict_line(explanation.output.logits[1][0].softmax(-1), explanation.output.erase_masks[1][0],
+                        how, explanation.target_class, explanation.class_names, k)
+
+
+def lesson_strength(explanation: Explanation) -> float:
+    """How well one picture tells the story above the views, that with A's region erased B "must
+    find other evidence of the same class": B's probability of A's class when B still names it
+    (and A names the picture's class, when it is known), else 0."""
+    if explanation.num_branches == 1:
+        return 0.0
+    (best, _, probability), = top_classes(explanation, 1, branch=1)
+    a_right = explanation.true_class in (None, explanation.class_names[explanation.target_class])
+    return probability if best == explanation.target_class and a_right else 0.0
+
+
+def verdict_line(probabilities: torch.Tensor, mask: torch.Tensor, how: str, target_class: int,
+                 class_names: list[str], k: int = 3) -> str:
+    """B's verdict (``branch_b_verdict``) from its class ``probabilities`` on the features
+    erased by ``mask [h, w]``: a viewer says it for every step of its δ slider at once."""
+    top = probabilities.topk(min(k, len(probabilities)))
+    (best, probability), *others = [(int(i), float(p)) for p, i in zip(*top)]
+    target = class_names[target_class]
+    verdict = "still says" if best == target_class else f"says (not {target})"
+    rest = "".join(f" · {class_names[other]} {p:.0%}" for other, p in others)
     return (f"{int(mask.sum())} of {mask.numel()} cells erased ({how}): "
-            f"B {verdict} **{name}, {probability:.0%}**{rest}")
+            f"B {verdict} **{class_names[best]}, {probability:.0%}**{rest}")
 
 
 def resolve_class(name_or_index: str | int, class_names: list[str]) -> int:
@@ -273,46 +293,3 @@ def resolve_class(name_or_index: str | int, class_names: list[str]) -> int:
     candidates = [class_names[i] for i in matches] or class_names
     raise ValueError(f"class {text!r} is {'ambiguous' if matches else 'unknown'}; "
                      f"choose one of: {', '.join(candidates[:20])}{' ...' if len(candidates) > 20 else ''}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m acol explain IMAGE -o FIG.png``: the viewer's four-panel figure of one image."""
-    parser = argparse.ArgumentParser(prog="python -m acol explain",
-                                     description="Write the four-panel ACoL figure of one image "
-                                                 "(the same figure the viewer exports).")
-    parser.add_argument("image")
-    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    parser.add_argument("--erase-threshold", type=float, default=None,
-                        help="erase threshold delta (default: the model's)")
-    parser.add_argument("--class", dest="class_", default=None,
-                        help="class to explain, by index or name (default: branch A's top-1)")
-    parser.add_argument("--box-threshold", type=float, default=None,
-                        help="box threshold on the map normalized to [0, 1], as wsolevaluation cuts it "
-                             "(default: the checkpoint's)")
-    parser.add_argument("--true-box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
-                        help="the object's true box in image pixels, to draw and score (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        explainer = Explainer.from_checkpoint(args.checkpoint)
-        image = load_rgb_image(args.image)
-        target = None if args.class_ is None else resolve_class(args.class_, explainer.class_names)
-    except (ValueError, ImageLoadError) as error:  # CheckpointError is a ValueError too
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    explanation = explainer.explain(image, args.true_box, target, args.erase_threshold)
-    box_threshold = explainer.default_box_threshold if args.box_threshold is None else args.box_threshold
-    panels = render_panels(explanation, box_threshold)
-    try:
-        path = write_figure_png(panels, args.output)
-    except OSError as error:
-        print(f"error: cannot write {args.output}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    for index, name, probability in top_classes(explanation):
-        print(f"{probability:7.1%}  {name}")
-    print(f"{panels.caption}\nwrote {path}")
-    return 0

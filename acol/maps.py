@@ -47,14 +47,22 @@ def score_map(localization_map: torch.Tensor, size: tuple[int, int]) -> np.ndarr
     return normalize_maps(upsample_maps(localization_map, size)).numpy()
 
 
-def cut_map(scores, threshold: float) -> np.ndarray:
-    """The region wsolevaluation cuts from a map at ``threshold``: the map min-max normalized,
-    quantized to 0-255, and ``> int(threshold * 255)``. A constant map marks nothing."""
+def quantized_map(scores) -> np.ndarray | None:
+    """A map as wsolevaluation cuts it: min-max normalized and quantized to 0-255 (uint8), or
+    None for a constant map, which marks nothing at any threshold."""
     scores = np.asarray(scores.detach().cpu() if torch.is_tensor(scores) else scores, dtype=np.float32)
     low, high = (float(scores.min()), float(scores.max())) if scores.size else (0.0, 0.0)
     if high <= low:
-        return np.zeros(scores.shape, dtype=bool)
-    quantized = ((scores - low) / (high - low) * 255).astype(np.uint8)
+        return None
+    return ((scores - low) / (high - low) * 255).astype(np.uint8)
+
+
+def cut_map(scores, threshold: float) -> np.ndarray:
+    """The region wsolevaluation cuts from a map at ``threshold``: the map min-max normalized,
+    quantized to 0-255, and ``> int(threshold * 255)``. A constant map marks nothing."""
+    quantized = quantized_map(scores)
+    if quantized is None:
+        return np.zeros(np.shape(scores), dtype=bool)
     return quantized > int(threshold * 255)
 
 
@@ -64,7 +72,11 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 def component_boxes(localization_map, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """One box per 8-connected region of ``cut_map(map, threshold)``, and each region's pixel
     count. Empty arrays when the cut marks nothing (a constant map, say)."""
-    region = cut_map(localization_map, threshold)
+    return region_boxes(cut_map(localization_map, threshold))
+
+
+def region_boxes(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One box per 8-connected region of a boolean ``region``, and each region's pixel count."""
     if not region.any():
         return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64)
     components, count = ndimage.label(region, structure=_EIGHT_CONNECTED)
@@ -85,8 +97,27 @@ def boxes_from_map(localization_map, threshold: float, largest_only: bool = True
 
 def box_from_map(localization_map, threshold: float) -> np.ndarray:
     """The box ``[x0, y0, x1, y1]`` of the largest region of the cut; zeros if none."""
-    boxes = boxes_from_map(localization_map, threshold, largest_only=True)
-    return boxes[0] if len(boxes) else np.zeros(4, dtype=np.float32)
+    return boxes_at_thresholds(localization_map, [threshold])[0]
+
+
+def boxes_at_thresholds(localization_map, thresholds) -> np.ndarray:
+    """``box_from_map(map, t)`` for every ``t`` in ``thresholds``, as ``[T, 4]``, fast enough
+    for a viewer's box slider: the map is normalized and quantized once, and since a higher
+    threshold cuts a region inside a lower one's, each cut looks only inside the last one's extent."""
+    quantized = quantized_map(localization_map)
+    boxes = np.zeros((len(thresholds), 4), dtype=np.float32)
+    top, left = 0, 0
+    window = quantized
+    for index in np.argsort(thresholds) if quantized is not None else ():
+        region = window > int(thresholds[index] * 255)
+        rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+        if not rows.size:
+            break  # empty here, so at every higher threshold too
+        window = window[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        top, left = top + rows[0], left + cols[0]
+        found, sizes = region_boxes(region[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        boxes[index] = found[int(sizes.argmax())] + np.array([left, top, left, top], dtype=np.float32)
+    return boxes
 
 
 def box_iou(boxes_a, boxes_b) -> torch.Tensor:

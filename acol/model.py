@@ -141,6 +141,22 @@ class ACoL(nn.Module):
         cam.heads[0] = self.heads[0]
         return cam.eval()
 
+    def erased_class_maps(self, features: torch.Tensor, erase_masks: torch.Tensor, branch: int = 1) -> torch.Tensor:
+        """Branch ``branch``'s class maps ``[K, num_classes, h, w]`` on one image's ``features
+        [1, C, h, w]`` erased by each of ``erase_masks [K, h, w]`` (bool, True = erased): what the
+        branch says at every step of a viewer's δ slider, at once.
+
+        A ``linear`` head is ReLU -> conv1x1, and an erased cell's features are zero, so its map
+        there is the class layer's bias and elsewhere its map on the full features: one pass
+        serves every mask, exactly. Any other head runs once on the K erased copies, batched.
+        """
+        head = self.heads[branch]
+        keep = (~erase_masks.to(torch.bool)).unsqueeze(1)
+        if self.head == "linear":
+            bias = head.class_layer.bias.view(1, -1, 1, 1)
+            return torch.where(keep, head(features), bias)
+        return head(features * keep.to(features.dtype))
+
     @torch.no_grad()
     def keep_class_weights_nonnegative(self) -> None:
         """With ``nonnegative_class_weights``, clip the class layers' negative weights to 0; the

@@ -5,12 +5,14 @@
 - slider move: ``Explainer.reexplain`` at a new erase threshold (erasing + branch B only);
   budget 30 ms of compute on 2 CPU cores at 224 px;
 - new image: ``Explainer.explain`` (resize, normalize, backbone, every branch); budget 150 ms;
-- each also with drawing the four panels, which the page adds on top of the compute;
-- ``--against PATH``: also a new image explained (and drawn) by another checkpoint at the same input
-  size, timed interleaved with the first, and the ratio of the two medians (the everyday model's
-  1,000 classes against the bird model's 50, say);
-- ``--browser``: a slider move's round trip in headless Chromium, from setting δ until branch
-  B's panel shows the new picture (network, queue, compute, PNG encoding, download, paint).
+- new image: the page's payload (``acol.payload``: every δ step's B, verdict and boxes), its
+  size, and the four panels drawn by ``acol.drawing`` (what a script's /explain still gets);
+- ``--browser``: in headless Chromium on the page, a slider move (its `input` event) until the
+  viewer has drawn it and until the next animation frame (the frame that shows it), a hovered
+  cell the same way, and how many requests ten slider moves sent to the server;
+- ``--against PATH``: a new image as the page gets it (explained, then its payload) by this and by
+  another checkpoint at the same input size, timed interleaved, and the ratio of the two medians
+  (the everyday model's 1,000 classes against the bird model's 50, say).
 
 Uses the shipped CUB ACoL checkpoint when present, else a random-init efficientnet_lite0 ACoL at
 224 px with head width 512 (the same architecture, so the same cost).
@@ -19,6 +21,7 @@ Uses the shipped CUB ACoL checkpoint when present, else a random-init efficientn
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -36,6 +39,7 @@ from acol import ACoL, create_backbone  # noqa: E402
 from acol.checkpoint import save_checkpoint  # noqa: E402
 from acol.drawing import page_pictures, render_panels  # noqa: E402
 from acol.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
+from acol.payload import page_payload  # noqa: E402
 
 SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS = 30, 150
 
@@ -80,8 +84,29 @@ def interleaved_median_ms(functions, repeats: int) -> list[float]:
     return [1000 * statistics.median(spent) for spent in times]
 
 
-def browser_round_trip_ms(checkpoint_folder: Path, image: Path, repeats: int) -> float:
-    """Median time from setting δ in the page until branch B's panel has a new picture."""
+MOVE_AND_PAINT = """async ([id, value, cell]) => {
+    // One slider move (or, with a cell, a hover) as a hand makes it; resolves with the ms until the
+    // viewer drew it and until the next animation frame began (the frame that shows it).
+    const view = document.querySelector("[data-by-hand]").acolView, start = performance.now();
+    if (cell) {
+        const canvas = document.querySelector('canvas[data-panel="fused"]'), box = canvas.getBoundingClientRect();
+        canvas.dispatchEvent(new PointerEvent("pointermove", {clientX: box.left + box.width * cell[1],
+                                                             clientY: box.top + box.height * cell[0]}));
+    } else {
+        const range = document.querySelector(`#${id} input[type=range]`);
+        range.value = value;
+        range.dispatchEvent(new Event("input", {bubbles: true}));
+    }
+    while (view.paintedAt < start) await new Promise(requestAnimationFrame);
+    const drawn = view.paintedAt - start;
+    const frame = await new Promise(requestAnimationFrame) - start;
+    return [drawn, frame];
+}"""
+
+
+def browser_times(checkpoint_folder: Path, image: Path, moves: int) -> dict:
+    """Medians (ms) of a slider move and of a hover in the page, each until drawn and until its
+    frame, and the requests the moves sent; each δ drawn for the first time (nothing cached)."""
     import socket
 
     from playwright.sync_api import sync_playwright
@@ -92,30 +117,29 @@ def browser_round_trip_ms(checkpoint_folder: Path, image: Path, repeats: int) ->
         port = probe.getsockname()[1]
     demo = app.build_demo(checkpoint_folder)
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    times = []
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                                  args=["--no-sandbox", "--disable-gpu", "--disable-quic"])
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(f"http://127.0.0.1:{port}/")  # no examples here: it asks for a photo
             page.locator("input[type=file]").first.set_input_files(str(image))
-            page.locator("#branch-b img").wait_for(timeout=60_000)
-            number = page.locator("#erase-threshold input[type=number]")
-            for index in range(repeats + 1):
-                old = page.locator("#branch-b img").get_attribute("src")
-                number.fill(f"{0.3 + 0.05 * (index % 10):.2f}")
-                start = time.perf_counter()
-                number.press("Enter")
-                page.wait_for_function(
-                    "old => document.querySelector('#branch-b img')?.getAttribute('src') !== old",
-                    arg=old, timeout=30_000)
-                if index:  # the first move warms up
-                    times.append(time.perf_counter() - start)
+            page.wait_for_function("() => document.querySelector('#status')?.textContent.includes('δ =')",
+                                   timeout=60_000)
+            page.wait_for_timeout(2000)  # the upload's follow-up events are done
+            asked = []
+            page.on("request", lambda request: asked.append(request.url))
+            slider = [page.evaluate(MOVE_AND_PAINT, ["erase-threshold", 0.05 * step, None])
+                      for step in range(1, moves + 1)]
+            hover = [page.evaluate(MOVE_AND_PAINT, [None, None, [0.1 + 0.8 * index / moves, 0.5]])
+                     for index in range(moves)]
+            page.wait_for_timeout(500)
             browser.close()
     finally:
         demo.close()
-    return 1000 * statistics.median(times)
+    medians = {f"{name} {what}": statistics.median(times[index] for times in timed)
+               for name, timed in (("slider", slider), ("hover", hover)) for index, what in enumerate(("drawn", "frame"))}
+    return {**medians, "requests": len(asked), "moves": moves}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,27 +173,39 @@ def main(argv: list[str] | None = None) -> int:
         def new_image():
             return explainer.explain(image)
 
-        def drawn(compute):  # what the page adds: the four pictures with their colour keys
+        def drawn(compute):  # what a script's /explain adds: the four pictures with their colour keys
             return lambda: page_pictures(render_panels(compute(), box_threshold=0.2))
+
+        def payload():  # what the page gets instead: every slider step, drawn in the browser
+            return page_payload(explanation, explainer.model, explainer.model.erase_threshold, 0.2)
 
         rows = [("slider move: compute", median_ms(slider_move, args.repeats), SLIDER_BUDGET_MS),
                 ("slider move: compute + draw", median_ms(drawn(slider_move), args.repeats), None),
                 ("new image: compute", median_ms(new_image, args.repeats), NEW_IMAGE_BUDGET_MS),
-                ("new image: compute + draw", median_ms(drawn(new_image), args.repeats), None)]
+                ("new image: compute + draw", median_ms(drawn(new_image), args.repeats), None),
+                ("new image: page payload", median_ms(payload, args.repeats), None)]
+        print(f"  page payload: {len(json.dumps(payload())) / 1024:.0f} KB")
         if args.against:
             other = Explainer.from_checkpoint(args.against)
             other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name)
-            mine, theirs = interleaved_median_ms([drawn(new_image), drawn(lambda: other.explain(image))], args.repeats)
-            rows += [(f"new image + draw, {checkpoint.stem[:22]}", mine, None),
-                     (f"new image + draw, {Path(args.against).stem[:22]}", theirs, None)]
-            print(f"new image, compute + draw: {mine / theirs:.2f}x {Path(args.against).name}'s time "
+
+            def as_the_page_gets_it(who):  # an upload: explained, then its payload
+                return lambda: page_payload(who.explain(image), who.model, who.model.erase_threshold, 0.2)
+            mine, theirs = interleaved_median_ms([as_the_page_gets_it(explainer), as_the_page_gets_it(other)],
+                                                 args.repeats)
+            rows += [(f"upload, {checkpoint.stem[:26]}", mine, None),
+                     (f"upload, {Path(args.against).stem[:26]}", theirs, None)]
+            print(f"  an upload (explain + payload) takes {mine / theirs:.2f}x {Path(args.against).name}'s time "
                   f"at {explainer.config['input_size']} px (medians of {args.repeats} interleaved runs)")
         if args.browser:
             folder = scratch / "checkpoints"
             folder.mkdir()
             (folder / checkpoint.name).symlink_to(checkpoint.resolve())
-            rows.append(("slider move: browser round trip", browser_round_trip_ms(folder, scratch / "photo.png",
-                                                                                 max(5, args.repeats // 3)), None))
+            times = browser_times(folder, scratch / "photo.png", 10)
+            rows += [(f"browser: slider move -> {what}", times[f"slider {what}"], None) for what in ("drawn", "frame")]
+            rows += [(f"browser: hover -> {what}", times[f"hover {what}"], None) for what in ("drawn", "frame")]
+            print(f"  browser: {times['requests']} requests to the server over {times['moves']} slider moves "
+                  f"and {times['moves']} hovers")
     for name, milliseconds, budget in rows:
         verdict = "" if budget is None else f"  (budget {budget} ms: {'ok' if milliseconds <= budget else 'OVER'})"
         print(f"  {name:<34} {milliseconds:7.1f} ms{verdict}")

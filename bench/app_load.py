@@ -1,12 +1,16 @@
 """Load on the viewer: N concurrent gradio_client users against a real ``python app.py``.
 
     python bench/app_load.py [--users 1 4 16] [--moves 10] [--soak 300] [--compare-open] [--checkpoints DIR]
+                             [--scripts]
 
 Each user opens their own session, uploads a different photo (CUB-50 test photos of distinct
 classes when ../shared/data/cub50 is there, else generated ones), then moves the δ slider
-``--moves`` times. The requests are the page's: an upload is /explain and its /sweep follow-up,
-a slider move is one /set_erase_threshold. With ``--compare-open`` every user has also opened
-the "Compare with CAM" tab (/compare), so every event redraws the comparison too.
+``--moves`` times. The requests are the page's: an upload is /page_explain (the payload the
+browser draws every slider step from) and its /page_refresh_tabs follow-up; a slider move sends
+nothing (the browser draws it), so it is not timed. With ``--scripts`` users are gradio_client
+scripts instead: an upload is /explain (four pictures) and /sweep, a slider move one
+/set_erase_threshold, timed. With ``--compare-open`` every user has also opened the "Compare with
+CAM" tab (/compare), so every upload redraws the comparison too.
 
 Printed per N: requests/s, median and p95 latency of slider moves (until the new panels are
 back) and of uploads, errors, isolation errors (a reply that differs from what that user's image
@@ -114,29 +118,39 @@ class Server:
 
 
 class User:
-    """One browser tab: its own session, its own photo."""
+    """One browser tab (or, ``scripts=True``, one gradio_client script): its own session, its own photo."""
 
-    def __init__(self, url: str, photo: Path, model: str, compare_open: bool = False):
+    def __init__(self, url: str, photo: Path, model: str, compare_open: bool = False, scripts: bool = False):
         # Replies name their pictures without fetching them: a browser fetches them in its own
         # process, while gradio_client would fetch them here, on the server's two cores.
         self.client = Client(url, verbose=False, download_files=False, ssl_verify=SHARED_TLS)
-        self.photo, self.model = photo, model
+        self.photo, self.model, self.scripts = photo, model, scripts
         self.baseline, self.compare_open, self.opened = None, compare_open, False
         self.requests = 0
 
     def upload(self) -> str:
-        *_, baselines, _, status, _, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
-                                                          BOX_THRESHOLD, api_name="/explain")
+        """The upload's status: the page's caption and B's verdicts (a script's status line)."""
+        if self.scripts:
+            *_, baselines, _, status, _, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
+                                                              BOX_THRESHOLD, api_name="/explain")
+            self.client.predict(api_name="/sweep")  # the page's follow-up
+        else:
+            payload, _, baselines, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
+                                                           BOX_THRESHOLD, api_name="/page_explain")
+            status = " ".join([payload["caption"], *(step["verdict"] for step in payload["steps"])])
+            self.client.predict(baselines["value"], 0.6, False, api_name="/page_refresh_tabs")
         self.baseline = baselines["value"]
-        self.client.predict(api_name="/sweep")  # the page's follow-up
         self.requests += 2
         if self.compare_open and not self.opened:  # the user clicks the tab once; it stays open
             self.client.predict(self.baseline, api_name="/compare")
             self.opened, self.requests = True, self.requests + 1
         return status
 
-    def move_slider(self, delta: float) -> tuple[str, float]:
-        """The move's status line and its latency (until the new panels are back)."""
+    def move_slider(self, delta: float) -> tuple[str, float | None]:
+        """The move's status line and its latency (until the new panels are back); on the page,
+        the browser draws it: no request, nothing to time."""
+        if not self.scripts:
+            return f"δ={delta} drawn in the browser", None
         started = time.perf_counter()
         *_, status, _, _ = self.client.predict(delta, BOX_THRESHOLD, self.baseline, api_name="/set_erase_threshold")
         self.requests += 1
@@ -154,9 +168,9 @@ def session_script(user: User, moves: int) -> list[tuple[str, str]]:
 
 
 def run_users(server: Server, photos_: list[Path], model: str, moves: int, expected: dict,
-              compare_open: bool) -> dict:
+              compare_open: bool, scripts: bool) -> dict:
     """N users at once; each reply is compared with what its image gave alone."""
-    users = [User(server.url, photo, model, compare_open) for photo in photos_]
+    users = [User(server.url, photo, model, compare_open, scripts) for photo in photos_]
     timings = {"upload": [], "slider": []}
     errors, isolation_errors = [], 0
     lock = threading.Lock()
@@ -171,8 +185,9 @@ def run_users(server: Server, photos_: list[Path], model: str, moves: int, expec
             for delta in (DELTAS * moves)[:moves]:
                 status, latency = user.move_slider(delta)
                 replies.append((f"δ={delta}", status))
-                with lock:
-                    timings["slider"].append(latency)
+                if latency is not None:
+                    with lock:
+                        timings["slider"].append(latency)
             with lock:
                 timings["upload"].append(upload_seconds)
                 isolation_errors += sum(reply != want for reply, want in zip(replies, expected[user.photo]))
@@ -189,9 +204,11 @@ def run_users(server: Server, photos_: list[Path], model: str, moves: int, expec
             "isolation_errors": isolation_errors, "peak_mb": server.memory_mb("VmHWM")}
 
 
-def soak(server: Server, photos_: list[Path], model: str, seconds: float, compare_open: bool) -> None:
-    """All users busy for ``seconds``: uploads and slider moves; memory sampled as it goes."""
-    users = [User(server.url, photo, model, compare_open) for photo in photos_]
+def soak(server: Server, photos_: list[Path], model: str, seconds: float, compare_open: bool,
+         scripts: bool) -> None:
+    """All users busy for ``seconds``: uploads and slider moves (on the page, a move costs the
+    server nothing, so each user uploads again a second after the last reply); memory sampled."""
+    users = [User(server.url, photo, model, compare_open, scripts) for photo in photos_]
     for user in users:
         user.upload()
     stop_at = time.time() + seconds
@@ -209,8 +226,8 @@ def soak(server: Server, photos_: list[Path], model: str, seconds: float, compar
         while time.time() < stop_at:
             if step % 10 == 9:
                 user.upload()
-            else:
-                user.move_slider(DELTAS[step % len(DELTAS)])
+            elif user.move_slider(DELTAS[step % len(DELTAS)])[1] is None:
+                time.sleep(0.1)  # the hand drags; the browser draws
             step += 1
 
     threads = [threading.Thread(target=busy, args=(user,)) for user in users]
@@ -249,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=float, default=300, help="seconds of the soak (0: none)")
     parser.add_argument("--soak-users", type=int, default=16)
     parser.add_argument("--compare-open", action="store_true", help="users have the Compare with CAM tab open")
+    parser.add_argument("--scripts", action="store_true",
+                        help="users are gradio_client scripts (/explain, /set_erase_threshold), not the page")
     parser.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     parser.add_argument("--model", default=None, help="checkpoint name (default: the first ACoL one)")
     args = parser.parse_args(argv)
@@ -263,21 +282,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server pid {server.process.pid} at {server.url}, model {model}, "
                   f"{os.cpu_count()} CPU cores, idle RSS {server.memory_mb():.0f} MB")
             # Each photo alone on the server first: the replies every session must get back.
-            expected = {photo: session_script(User(server.url, photo, model, args.compare_open), args.moves) for photo in pictures}
+            expected = {photo: session_script(User(server.url, photo, model, args.compare_open, args.scripts),
+                                              args.moves) for photo in pictures}
             print(f"{'users':>5} {'requests':>8} {'req/s':>6} {'slider p50':>10} {'slider p95':>10} "
                   f"{'upload p50':>10} {'upload p95':>10} {'errors':>6} {'isolation':>9} {'peak MB':>8}")
             for users in args.users:
-                result = run_users(server, pictures[:users], model, args.moves, expected, args.compare_open)
+                result = run_users(server, pictures[:users], model, args.moves, expected, args.compare_open,
+                                   args.scripts)
                 slider, upload = result["timings"]["slider"], result["timings"]["upload"]
                 print(f"{users:5d} {result['requests']:8d} {result['requests'] / result['wall']:6.1f} "
                       f"{1000 * statistics.median(slider) if slider else float('nan'):8.0f}ms "
                       f"{1000 * percentile(slider, 95):8.0f}ms {1000 * statistics.median(upload) if upload else float('nan'):8.0f}ms "
                       f"{1000 * percentile(upload, 95):8.0f}ms {len(result['errors']):6d} "
                       f"{result['isolation_errors']:9d} {result['peak_mb']:8.0f}")
+                if not args.scripts:
+                    print(f"      slider moves: {users * args.moves}, drawn in the browser: no request, not timed")
                 for error in result["errors"][:3]:
                     print(f"      error: {error[:300]}")
             if args.soak:
-                soak(server, pictures[:args.soak_users], model, args.soak, args.compare_open)
+                soak(server, pictures[:args.soak_users], model, args.soak, args.compare_open, args.scripts)
         finally:
             server.stop()
     return 0

@@ -97,10 +97,12 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples", tiny_cub_root])
     model = next(block for block in demo.blocks.values() if getattr(block, "label", None) == "Model")
     assert model.value == TEACHING and [value for _, value in model.choices][:2] == [TEACHING, ACOL]
-    assert all(by_elem_id(demo, key).value is not None for key in ("branch-a", "erased", "branch-b", "fused"))
-    assert "δ = 0.50" in by_elem_id(demo, "status").value and "IoU with true box" in by_elem_id(demo, "status").value
+    payload = by_elem_id(demo, "viewer").value  # what the browser draws the four panels from
+    assert payload["model"] == TEACHING and payload["grid"] == [8, 8] and payload["view"]["delta"] == 0.5
+    shown = payload["steps"][payload["deltas"].index(0.5)]
+    assert "δ = 0.50" in shown["erasing"] and "cells erased (δ = 0.50)" in shown["verdict"]
+    assert payload["states"][shown["state"]]["ious"] is not None, "an example's true box is known"
     assert by_elem_id(demo, "erase-threshold").value == 0.5, "the teaching model's own δ"
-    assert "cells erased" in by_elem_id(demo, "verdict-b").value
     assert TEACHING_DESCRIPTION in by_elem_id(demo, "model-about").value
     assert by_elem_id(demo, "examples-0").visible and not by_elem_id(demo, "examples-1").visible
     assert not by_elem_id(demo, "no-examples").visible
@@ -150,12 +152,15 @@ def test_a_model_without_examples_asks_for_a_photo_and_keeps_an_upload(tiny_chec
     import app
     from acol.serving import CheckpointShelf, ExampleImages
     viewer = app.Viewer(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
-    image, about, examples, note, box, *explained = viewer.choose_model(str(EXAMPLE), ACOL, 0.6, 0.2, False)
+    page = app.PageEvents(viewer)
+    image, about, examples, note, box, *explained = page.choose_model(str(EXAMPLE), ACOL, 0.6, 0.2)
     assert image is None and examples["visible"] is False and note["visible"] is True
     assert "upload a photo" in note["value"] and "3 bird species" in note["value"]
     upload = noise_png(tmp_path / "mine.png")
-    image, *_, status, _, verdict = viewer.choose_model(str(upload), ACOL, 0.6, 0.2, False)
-    assert image == {"__type__": "update"} and "δ = 0.60" in status and "cells erased" in verdict
+    image, *_, cache, payload, classes, baselines, delta = page.choose_model(str(upload), ACOL, 0.6, 0.2)
+    assert image == {"__type__": "update"} and cache.explanation is not None and delta["value"] == 0.6
+    shown = payload["steps"][payload["deltas"].index(0.6)]
+    assert "δ = 0.60" in shown["erasing"] and "cells erased" in shown["verdict"]
 
 
 def test_b_verdict_follows_the_slider_and_the_class(client, tmp_path):
@@ -506,3 +511,44 @@ def test_each_session_sees_only_its_own_images_results(viewer_url, tmp_path):
     interleaved = session(images[0], Client(viewer_url, verbose=False))
     assert interleaved == alone
     assert session(images[1]) != alone  # the statuses do tell the two images apart
+
+
+def test_the_page_opens_on_the_example_that_tells_acols_story_best(tiny_checkpoints):
+    import app
+    from acol.explain import lesson_strength
+    from acol.serving import CheckpointShelf, ExampleImages
+    viewer = app.Viewer(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
+    paths = viewer.examples.groups[0].paths
+    strengths = [lesson_strength(viewer.explain_file(path, TEACHING, 0.5)[0]) for path in paths]
+    first = viewer.first_view()
+    assert first.image == paths[strengths.index(max(strengths))]  # the first one when none tells it
+
+
+def test_the_story_holds_when_b_still_names_as_class_and_a_is_right(tiny_checkpoints):
+    from dataclasses import replace
+
+    import torch
+
+    from acol.explain import Explainer, lesson_strength
+    explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_acol.safetensors")
+    explanation = explainer.explain(Image.open(EXAMPLE).convert("RGB"))
+    target = explanation.target_class
+    a_class, other = explanation.class_names[target], (target + 1) % 3
+    with torch.no_grad():  # B's verdict, whatever the features: one class by far
+        explainer.model.heads[1].class_layer.bias[target] += 100
+    b_names_it = explainer.reexplain(explanation)
+    assert lesson_strength(b_names_it) == pytest.approx(1.0)
+    assert lesson_strength(replace(b_names_it, true_class=a_class)) == pytest.approx(1.0), "A is right"
+    assert lesson_strength(replace(b_names_it, true_class=explanation.class_names[other])) == 0, "A is wrong"
+    with torch.no_grad():
+        explainer.model.heads[1].class_layer.bias[other] += 200
+    assert lesson_strength(explainer.reexplain(explanation)) == 0, "B names another class"
+
+
+def test_spaces_runs_the_gradio_version_the_tests_ran():
+    """Hugging Face Spaces installs the README's sdk_version, whatever requirements.txt pins."""
+    import gradio
+    front_matter = (REPO / "README.md").read_text().split("---")[1]
+    pinned = dict(line.split(": ", 1) for line in front_matter.strip().splitlines())
+    assert pinned["sdk_version"] == gradio.__version__
+    assert f"gradio=={gradio.__version__}" in (REPO / "requirements.txt").read_text()

@@ -48,7 +48,7 @@ def upload(tmp_path):
     return str(path)
 
 
-STATUS = 8  # explain_image's outputs: the cache, four panels, classes, baseline, δ, status, ...
+STATUS = 8  # /explain's outputs: the cache, four panels, classes, baseline, δ, status, ...
 
 
 def explain_new_image(viewer, path, model_picked, model=TEACHING):
@@ -59,7 +59,7 @@ def explain_new_image(viewer, path, model_picked, model=TEACHING):
         model, box, delta = routed[0], routed[-2], routed[-1]
     else:
         box, delta = 0.2, 0.5
-    return routed, viewer.explain_image(path, model, delta, box, False)
+    return routed, app.ScriptEvents(viewer, app.PageEvents(viewer)).explain(path, model, delta, box, "read")
 
 
 def test_the_page_opens_on_the_teaching_model_and_an_upload_goes_to_the_everyday_model(viewer, upload):
@@ -83,6 +83,8 @@ def test_a_model_the_user_picked_keeps_an_upload_and_says_it_was_not_made_for_it
     status = outputs[STATUS]
     assert (f"**Not made for this picture:** this model knows only {len(example_class_names())} synthetic bird "
             "classes") in status and "try the everyday model" in status
+    _, payload, *_ = app.PageEvents(viewer).explain_image(upload, TEACHING, 0.5, 0.2)
+    assert payload["note"].startswith("**Not made for this picture:**")  # what the page's status line shows
 
 
 def test_the_everyday_models_examples_are_its_photos_with_their_true_class(viewer):
@@ -108,7 +110,7 @@ def test_the_everyday_models_cam_baseline_is_its_own_branch_a(viewer):
     baseline = f"{EVERYDAY_MODEL}{BRANCH_A}"
     assert viewer.baseline_choices(EVERYDAY_MODEL)["choices"] == [baseline]
     _, outputs = explain_new_image(viewer, viewer.example_files[1][1], model_picked=False, model=EVERYDAY_MODEL)
-    cache, picture = viewer.compare_with_cam(outputs[0], baseline)
+    cache, picture = viewer.comparison(outputs[0], outputs[0].explanation, baseline)
     assert isinstance(picture, np.ndarray)
     cam, acol = cache.baseline.output, cache.explanation.output
     assert cam.logits[0].shape == acol.logits[0].shape and len(cam.logits) == 1

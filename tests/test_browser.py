@@ -3,7 +3,9 @@
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ARTIFACTS, REPO
 
@@ -15,8 +17,68 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")]
 
 
-def panel_source(page, elem_id: str) -> str:
-    return page.locator(f"#{elem_id} img").first.get_attribute("src")
+PANELS = ("branch-a", "erased", "branch-b", "fused")
+
+
+def panel_pixels(page, elem_id: str) -> list:
+    """A canvas panel's pixels as drawn, [height, width, 3] (nested lists)."""
+    return page.evaluate("""id => {
+        const canvas = document.querySelector(`canvas[data-panel="${id}"]`);
+        const {data} = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+        const rows = [];
+        for (let y = 0; y < canvas.height; y++) {
+            const row = [];
+            for (let x = 0; x < canvas.width; x++) {
+                const i = 4 * (y * canvas.width + x);
+                row.push([data[i], data[i + 1], data[i + 2]]);
+            }
+            rows.push(row);
+        }
+        return rows;
+    }""", elem_id)
+
+
+def panel_picture(page, elem_id: str) -> str:
+    """A canvas panel as a data URL: equal strings, equal pictures."""
+    return page.evaluate("id => document.querySelector(`canvas[data-panel=\"${id}\"]`).toDataURL()", elem_id)
+
+
+def move_slider(page, elem_id: str, value: float) -> None:
+    """What a hand dragging the slider does: set the range input and send its `input` event."""
+    page.evaluate("""([id, value]) => {
+        const range = document.querySelector(`#${id} input[type=range]`);
+        range.value = value;
+        range.dispatchEvent(new Event("input", {bubbles: true}));
+    }""", [elem_id, value])
+
+
+def painted(page) -> None:
+    """Wait until the viewer has drawn what it was last asked to (the next animation frame)."""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def example_label(path) -> tuple[str, list[float]]:
+    """The class an example was made for and its true box (assets/examples/labels.csv): the
+    page knows an example by its content, so it names the class and draws the box."""
+    import csv
+    with open(path.parent / "labels.csv", newline="") as file:
+        row = next(row for row in csv.DictReader(file) if row["path"] == path.name)
+    return row["label"], [float(row[key]) for key in ("x0", "y0", "x1", "y1")]
+
+
+def upload_example(page, example, tmp_path) -> None:
+    """Once the first view is drawn, upload a copy of an example; return once it is explained."""
+    from playwright.sync_api import expect
+    expect(page.locator("#status")).to_contain_text("δ = 0.50", timeout=30_000)
+    (tmp_path / "upload.png").write_bytes(example.read_bytes())
+    page.locator("input[type=file]").first.set_input_files(str(tmp_path / "upload.png"))
+    expect(page.locator("#status")).to_contain_text(f"true class: {example_label(example)[0]}", timeout=30_000)
+
+
+def click_cell(page, row: int, col: int, grid: int = 8) -> None:
+    """Click the middle of feature cell (row, col) of the erased panel (a grid x grid map)."""
+    box = page.locator('canvas[data-panel="erased"]').bounding_box()
+    page.mouse.click(box["x"] + (col + 0.5) * box["width"] / grid, box["y"] + (row + 0.5) * box["height"] / grid)
 
 
 def open_page(playwright, viewer_url, elsewhere):
@@ -36,40 +98,31 @@ def choose_model(page, name):
     page.get_by_role("option", name=name, exact=True).click()
 
 
-def wait_for_new_source(page, elem_id, old):
-    page.wait_for_function(
-        "([id, old]) => document.querySelector(`#${id} img`)?.getAttribute('src') !== old",
-        arg=[elem_id, old], timeout=30_000)
-
-
 def test_the_page_opens_explained_a_click_erases_a_cell_and_each_model_has_its_examples(viewer_url):
     from playwright.sync_api import expect, sync_playwright
     elsewhere = []
     with sync_playwright() as playwright:
         browser, page = open_page(playwright, viewer_url, elsewhere)
         try:
-            for elem_id in ("branch-a", "erased", "branch-b", "fused"):  # no click: the first view is drawn
-                expect(page.locator(f"#{elem_id} img")).to_be_visible(timeout=30_000)
-            expect(page.locator("#status")).to_contain_text("tiny_synthetic_acol")
+            for elem_id in PANELS:  # no click: the first view is drawn
+                expect(page.locator(f'canvas[data-panel="{elem_id}"]')).to_be_visible(timeout=30_000)
+            expect(page.locator("#status")).to_contain_text("tiny_synthetic_acol", timeout=30_000)
             expect(page.locator("#model-about")).to_contain_text("tiny random-init test model")
             verdict = page.locator("#verdict-b").inner_text()
             assert "cells erased (δ = 0.50)" in verdict
-            before = {elem_id: panel_source(page, elem_id) for elem_id in ("branch-a", "branch-b")}
+            before = {elem_id: panel_picture(page, elem_id) for elem_id in ("branch-a", "branch-b")}
 
-            erased = page.locator("#erased img").first  # the picture, then its colour key on the right
-            box = erased.bounding_box()
-            natural_width, natural_height = erased.evaluate("image => [image.naturalWidth, image.naturalHeight]")
-            shown = natural_height  # the display picture is square here, the key adds width only
-            x, y = (3.5 * shown / 8), (2.5 * shown / 8)  # the middle of cell (row 2, column 3) of the 8x8 grid
-            page.mouse.click(box["x"] + x * box["width"] / natural_width, box["y"] + y * box["height"] / natural_height)
+            click_cell(page, row=2, col=3)  # the server runs B on the hand-made mask
             expect(page.locator("#verdict-b")).to_contain_text("(by hand)", timeout=30_000)
-            wait_for_new_source(page, "branch-b", before["branch-b"])
+            painted(page)
             assert page.locator("#verdict-b").inner_text() != verdict, "B's verdict follows the hand-made mask"
-            assert panel_source(page, "branch-a") == before["branch-a"], "branch A does not depend on the mask"
+            assert panel_picture(page, "branch-a") == before["branch-a"], "branch A does not depend on the mask"
             expect(page.get_by_label("Row")).to_have_value("2")  # the cell clicked, by number
             expect(page.get_by_label("Column")).to_have_value("3")
-            page.locator("#reset-mask").click()
-            expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.50)", timeout=30_000)
+            page.locator("#reset-mask").click()  # back to the δ mask: in the browser
+            expect(page.locator("#verdict-b")).to_have_text(verdict)
+            painted(page)
+            assert panel_picture(page, "branch-b") == before["branch-b"]
 
             expect(page.locator("#examples-0")).to_be_visible()  # the synthetic pictures, for the teaching model
             choose_model(page, "tiny_acol")
@@ -87,7 +140,110 @@ def test_the_page_opens_explained_a_click_erases_a_cell_and_each_model_has_its_e
     assert not elsewhere, f"the page fetched from outside the local server: {elsewhere[:5]}"
 
 
-def test_upload_move_the_slider_and_the_panels_change(viewer_url, tmp_path):
+def test_ten_slider_moves_redraw_the_panels_and_send_the_server_nothing(viewer_url):
+    from playwright.sync_api import expect, sync_playwright
+    elsewhere, asked = [], []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            expect(page.locator("#status")).to_contain_text("δ = 0.50", timeout=30_000)
+            page.wait_for_timeout(1500)  # the page has fetched what it fetches on load
+            before = {elem_id: panel_picture(page, elem_id) for elem_id in PANELS}
+            page.on("request", lambda request: asked.append(request.url))
+            for delta in (0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.25, 0.3, 0.35, 0.3):  # a drag, back and forth
+                move_slider(page, "erase-threshold", delta)
+                painted(page)
+                expect(page.locator("#status")).to_contain_text(f"δ = {delta:.2f}")
+                expect(page.locator("#verdict-b")).to_contain_text(f"(δ = {delta:.2f})")
+            assert panel_picture(page, "erased") != before["erased"], "a lower δ erases more cells"
+            assert panel_picture(page, "branch-b") != before["branch-b"], "branch B's map follows δ"
+            assert panel_picture(page, "branch-a") == before["branch-a"], "branch A does not depend on δ"
+            move_slider(page, "box-threshold", 0.8)
+            painted(page)
+            expect(page.locator("#status")).to_contain_text("box above 0.80")
+            page.wait_for_timeout(500)  # anything the moves would have sent has been sent by now
+        finally:
+            browser.close()
+    assert asked == [], f"slider moves asked the server: {asked[:5]}"
+    assert not elsewhere, f"the page fetched from outside the local server: {elsewhere[:5]}"
+
+
+def test_hovering_a_cell_outlines_it_in_all_four_panels_and_reads_its_values(viewer_url, tiny_checkpoints, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from acol.explain import Explainer
+    example = sorted((REPO / "assets" / "examples").glob("*.png"))[2]
+    explained = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors").explain(
+        Image.open(example).convert("RGB"), erase_threshold=0.5)
+    row, col = 2, 3
+    output = explained.output
+    a, b, fused = (float(output.localization_maps[0][0, row, col]), float(output.localization_maps[1][0, row, col]),
+                   float(output.fused_map[0, row, col]))
+    erased = bool(output.erase_masks[1][0, row, col])
+    elsewhere = []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            upload_example(page, example, tmp_path)
+            box = page.locator('canvas[data-panel="branch-b"]').bounding_box()
+            page.mouse.move(box["x"] + (col + 0.5) * box["width"] / 8, box["y"] + (row + 0.5) * box["height"] / 8)
+            painted(page)
+            words = page.locator("#cell-values").inner_text()
+            values = dict(part.split(" ") for part in words.split(": ", 1)[1].split(" · ") if " " in part)
+            assert words.startswith(f"cell (row {row}, column {col})")
+            for name, expected in (("A", a), ("B", b), ("fused", fused)):
+                assert abs(float(values[name]) - expected) <= 0.006, (name, words)  # 0-255 steps, 2 decimals
+            assert ("erased" if erased else "kept") in words
+            for elem_id in PANELS:  # the outline: white, just inside the cell's top-left corner
+                pixels = panel_pixels(page, elem_id)
+                height, width = len(pixels), len(pixels[0])
+                x0, y0 = -(-col * width // 8), -(-row * height // 8)
+                assert pixels[y0 + 1][x0 + 4] == [255, 255, 255], elem_id
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "app_hover.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not elsewhere
+
+
+def test_the_browsers_panels_are_acol_drawings_panels(viewer_url, tiny_checkpoints, tmp_path):
+    """One state (an uploaded example at δ = 0.3, box above 0.45) drawn by the browser and by
+    acol.drawing. The browser gets the photo as JPEG (quality 90) and the maps as bytes per cell
+    (0-255), so pixels may differ a little: on average by at most 2 of 255 per channel, 99.9% of
+    them by at most 16 (JPEG's error at sharp edges)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from acol.drawing import render_panels
+    from acol.explain import Explainer
+    example = sorted((REPO / "assets" / "examples").glob("*.png"))[1]
+    explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors")
+    label, true_box = example_label(example)
+    explained = explainer.reexplain(explainer.explain(Image.open(example).convert("RGB"), [true_box],
+                                                      erase_threshold=0.5, true_class=label), erase_threshold=0.3)
+    panels = render_panels(explained, 0.45)
+    elsewhere = []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            upload_example(page, example, tmp_path)
+            move_slider(page, "erase-threshold", 0.3)
+            move_slider(page, "box-threshold", 0.45)
+            painted(page)
+            expect(page.locator("#status")).to_contain_text("δ = 0.30")
+            expect(page.locator("#status")).to_contain_text("box above 0.45")
+            for elem_id, drawn in zip(PANELS, (panels.branch_a, panels.erased, panels.branch_b, panels.fused)):
+                browser_drawn = np.array(panel_pixels(page, elem_id), dtype=np.int16)
+                assert browser_drawn.shape == drawn.shape, elem_id
+                difference = np.abs(browser_drawn - drawn.astype(np.int16))
+                assert difference.mean() <= 2, (elem_id, difference.mean())
+                assert np.percentile(difference, 99.9) <= 16, (elem_id, np.percentile(difference, 99.9))
+            assert panels.caption.split(" · box above")[0] in page.locator("#status").inner_text()
+        finally:
+            browser.close()
+    assert not elsewhere
+
+
+def test_upload_then_the_tabs_draw_only_when_opened(viewer_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
     example = sorted((REPO / "assets" / "examples").glob("*.png"))[1]  # a known true box, too
     (tmp_path / "upload.png").write_bytes(example.read_bytes())
@@ -97,28 +253,14 @@ def test_upload_move_the_slider_and_the_panels_change(viewer_url, tmp_path):
         try:
             choose_model(page, "tiny_acol")  # it has a CAM baseline to compare with
             expect(page.locator("#status")).to_contain_text("tiny_acol: ", timeout=30_000)
-            shown = panel_source(page, "branch-a")  # the model's own first example
             page.locator("input[type=file]").first.set_input_files(str(tmp_path / "upload.png"))
-            wait_for_new_source(page, "branch-a", shown)
-            expect(page.get_by_text("IoU with true box").first).to_be_visible(timeout=30_000)
-            before = {elem_id: panel_source(page, elem_id) for elem_id in ("branch-a", "erased", "branch-b")}
-
-            number = page.locator("#erase-threshold input[type=number]")
-            number.fill("0.2")
-            number.press("Enter")
-            expect(page.get_by_text("δ = 0.20").first).to_be_visible(timeout=30_000)
-            wait_for_new_source(page, "branch-b", before["branch-b"])
-            assert panel_source(page, "erased") != before["erased"], "the erased-feature mask follows the slider"
-            assert panel_source(page, "branch-b") != before["branch-b"], "branch B's map follows the slider"
-            assert panel_source(page, "branch-a") == before["branch-a"], "branch A does not depend on δ"
+            expect(page.locator("#status")).to_contain_text("IoU with true box", timeout=30_000)
+            expect(page.locator("#comparison img")).to_have_count(0)  # not drawn while its tab is closed
 
             page.get_by_role("tab", name="Compare with CAM").click()  # opening the tab draws the comparison
             expect(page.locator("#comparison img")).to_be_visible(timeout=30_000)
-            compared = panel_source(page, "comparison")
-            number.fill("0.5")
-            number.press("Enter")
-            wait_for_new_source(page, "comparison", compared)  # and, while open, it follows the slider
             page.get_by_role("tab", name="Delta sweep").click()
+            expect(page.get_by_role("tabpanel").locator("img")).to_be_visible(timeout=30_000)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
         finally:

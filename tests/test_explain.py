@@ -9,7 +9,8 @@ from PIL import Image
 
 from acol.drawing import (DISPLAY_SIDE, ERASED_COLOR, compare_picture, feature_cell, four_panel_figure,
                           overlay_mask, page_pictures, render_panels, sweep_strip)
-from acol.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, main, resolve_class, top_classes
+from acol.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, resolve_class, top_classes
+from acol.explain_command import main
 from acol.serving import ExampleImages, ViewerCache
 
 

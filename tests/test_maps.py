@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from acol import box_from_map, box_iou, boxes_from_map, upsample_maps
-from acol.maps import cut_map, score_map
+from acol.maps import boxes_at_thresholds, cut_map, score_map
 
 
 def two_blobs():
@@ -77,3 +77,22 @@ def test_score_map_is_resized_then_normalized():
     scores = score_map(small, (8, 8))
     assert scores.shape == (8, 8)
     assert scores.min() == 0 and scores.max() == 1
+
+
+def test_boxes_at_every_threshold_are_the_boxes_cut_one_threshold_at_a_time():
+    torch.manual_seed(0)
+    thresholds = [0.9, 0.0, 0.35, 0.37, 0.5, 0.99, 1.0, 0.05]  # any order, off any grid
+    for scores in (score_map(torch.rand(5, 7), (60, 80)), score_map(torch.randn(8, 8).cumsum(0), (64, 48)),
+                   np.zeros((10, 10))):
+        expected = np.stack([box_from_map_one_cut(scores, t) for t in thresholds])
+        assert np.array_equal(boxes_at_thresholds(scores, thresholds), expected)
+
+
+def box_from_map_one_cut(scores, threshold):
+    """The largest 8-connected region's box of one cut, found the plain way."""
+    from scipy import ndimage
+    labels, count = ndimage.label(cut_map(scores, threshold), structure=np.ones((3, 3)))
+    if not count:
+        return np.zeros(4, dtype=np.float32)
+    rows, cols = np.nonzero(labels == 1 + np.bincount(labels.ravel())[1:].argmax())
+    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float32)

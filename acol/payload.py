@@ -1,0 +1,163 @@
+"""What the viewer's page draws, computed once per explanation: one compact payload.
+
+The page draws its four panels in the browser (``acol/static/viewer.js``), so moving the δ or
+box-threshold slider, or hovering a feature cell, asks the server nothing. For that the server
+sends, when an image is explained (or its class, model or hand-made mask changes), everything
+those sliders can show, computed here in Python, where every map, mask and box is computed:
+
+- the display picture (JPEG) and branch A's normalized map, one value per feature cell;
+- for every step δ of the slider: the erased cells (A's map >= δ), branch B's normalized map and
+  top-3 verdict on the features so erased, and the fused map, B run once for all steps
+  (``ACoL.erased_class_maps``); steps that erase the same cells share one *state*;
+- for every state and every step of the box slider: the box cut from the fused map exactly as
+  ``acol.drawing`` cuts it, and its IoU with the true box;
+- how ``acol.drawing`` resizes a per-cell map to the picture (its bicubic weights, and each
+  picture's range), the colour map and the colours, so the browser paints what it paints.
+
+Per-cell maps travel as base64 bytes (0-255 for 0-1). For a 20x20 map, with a 384-pixel picture,
+a payload is about 60 KB; the browser keeps nothing else about the image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .drawing import (_COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, MAP_OPACITY, PREDICTED_BOX_COLOR, TRUE_BOX_COLOR,
+                      box_line_width, caption_head, erasing_phrase)
+from .explain import Explanation, verdict_line
+from .maps import box_iou, boxes_at_thresholds, fuse_maps, normalize_maps, upsample_maps
+from .model import ACoL
+
+SLIDER_STEP = 0.05
+SLIDER_STEPS = tuple(round(index * SLIDER_STEP, 2) for index in range(round(1 / SLIDER_STEP) + 1))
+JPEG_QUALITY = 90        # the display picture: ~30 KB for a 384x288 photo
+VERDICT_CLASSES = 3      # B's top-3 at every step, whatever the number of classes
+
+
+def box_thresholds(current: float) -> list[float]:
+    """The box thresholds the page can show: the slider's steps and its value now (a model's
+    validated box threshold, 0.37 say, is off the steps)."""
+    return sorted({*SLIDER_STEPS, round(float(current), 2)})
+
+
+def snapped(value: float) -> float:
+    """The slider step nearest to ``value``: the δ the page shows for it."""
+    return SLIDER_STEPS[min(len(SLIDER_STEPS) - 1, max(0, round(float(value) / SLIDER_STEP)))]
+
+
+def _bytes(values: torch.Tensor | np.ndarray) -> str:
+    """A [0, 1] array as base64 bytes, 0-255, rounded as ``acol.drawing`` indexes its colours."""
+    values = np.asarray(values, dtype=np.float32)
+    return base64.b64encode(np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()).decode()
+
+
+def _floats(values: torch.Tensor | np.ndarray) -> str:
+    """Float32 values as base64 bytes (little-endian, as the browser's Float32Array reads them)."""
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+def _ranges(resized: torch.Tensor) -> list[list[float]]:
+    """Each resized map's [min, max] (``[K, H, W]``): what ``acol.drawing.upsampled`` normalizes by."""
+    return torch.stack([resized.amin((-2, -1)), resized.amax((-2, -1))], -1).view(-1, 2).tolist()
+
+
+def resize_taps(cells: int, pixels: int) -> dict:
+    """How ``acol.drawing`` resizes a per-cell map to the picture along one side (bicubic,
+    ``maps.upsample_maps``), as each pixel's first cell (``first``) and its weights on that cell
+    and the next ``taps - 1`` (``weights``, float32). The resize is linear, so resizing each
+    cell's unit impulse gives its weight at every pixel: the browser applies PyTorch's own."""
+    weights = upsample_maps(torch.eye(cells).view(cells, 1, cells), (1, pixels))[:, 0].T  # [pixels, cells]
+    taps = min(4, cells)
+    first = ((weights != 0).float().argmax(1)).clamp(max=cells - taps)
+    gathered = weights.gather(1, first[:, None] + torch.arange(taps))
+    assert torch.allclose(gathered.sum(1), weights.sum(1)), "every weight lies within the taps"
+    return {"taps": taps, "first": base64.b64encode(first.numpy().astype(np.uint8).tobytes()).decode(),
+            "weights": _floats(gathered)}
+
+
+def _jpeg(picture: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dict], list[dict], dict | None]:
+    """``(states, steps, hand)``: each distinct erasing with its maps, each slider step's state
+    and words, and the hand-made erasing when B sees one (else None)."""
+    output = explanation.output
+    map_a = output.localization_maps[0][0]
+    size = explanation.display.shape[:2]
+    if explanation.num_branches == 1:  # CAM: nothing to erase, one state for every step
+        resized = upsample_maps(map_a[None], size)
+        state = _state(explanation, None, None, map_a, normalize_maps(resized)[0], _ranges(resized)[0], None,
+                       thresholds)
+        return [state], [{"state": 0, "erasing": "", "verdict": ""}] * len(SLIDER_STEPS), None
+    masks = torch.stack([map_a >= delta for delta in SLIDER_STEPS])
+    hand_mask = output.erase_masks[1][0] if explanation.erased_by_hand else None
+    if hand_mask is not None:
+        masks = torch.cat([masks, hand_mask[None]])
+    distinct, state_of = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
+    distinct = distinct.view(-1, *map_a.shape)
+    with torch.inference_mode():
+        class_maps = model.erased_class_maps(output.features, distinct)
+    maps_b = normalize_maps(class_maps[:, explanation.target_class])
+    probabilities = class_maps.mean((2, 3)).softmax(-1)
+    fused = fuse_maps([map_a.expand_as(maps_b), maps_b])
+    fused_resized = upsample_maps(fused, size)  # all states at once: one call, not one per state
+    states = [_state(explanation, *arrays, thresholds) for arrays in
+              zip(distinct, maps_b, fused, normalize_maps(fused_resized), _ranges(fused_resized),
+                  _ranges(upsample_maps(maps_b, size)))]
+
+    def words(index: int, how: str) -> dict:
+        state = int(state_of[index])
+        return {"state": state, "erasing": erasing_phrase(how, distinct[state]),
+                "verdict": verdict_line(probabilities[state], distinct[state], how, explanation.target_class,
+                                        explanation.class_names, VERDICT_CLASSES)}
+    steps = [words(index, f"δ = {delta:.2f}") for index, delta in enumerate(SLIDER_STEPS)]
+    return states, steps, None if hand_mask is None else words(len(SLIDER_STEPS), "by hand")
+
+
+def _state(explanation: Explanation, mask, map_b, fused, fused_scores, fused_range, b_range, thresholds) -> dict:
+    """One erasing: its cells, B's map and the fused map (with the ranges of their resized
+    pictures), and the box cut from the fused map's score map (``fused_scores``, as
+    ``acol.drawing`` cuts it) and its IoU, at each of the box ``thresholds``."""
+    boxes = boxes_at_thresholds(fused_scores, thresholds)
+    true_boxes = explanation.display_boxes()
+    ious = box_iou(boxes, true_boxes).amax(1).tolist() if len(true_boxes) else None
+    return {"mask": None if mask is None else _bytes(mask.float()),
+            "b": None if map_b is None else _bytes(map_b), "b_range": b_range,
+            "fused": _bytes(fused), "fused_range": fused_range,
+            "boxes": boxes.astype(int).tolist(),
+            "ious": None if ious is None else [round(iou, 2) for iou in ious]}
+
+
+def page_payload(explanation: Explanation, model: ACoL, delta: float, box_threshold: float,
+                 note: str = "") -> dict:
+    """Everything the page draws of ``explanation`` at any slider position, opening at ``delta``
+    (or the hand-made mask B sees, when there is one) and ``box_threshold``; ``note`` is what the
+    status line adds (the picture is not one the model was made for, or its top class is unlikely)."""
+    height, width = explanation.display.shape[:2]
+    thresholds = box_thresholds(box_threshold)
+    map_a = explanation.output.localization_maps[0][0]
+    states, steps, hand = _states(explanation, model, thresholds)
+    return {"model": explanation.model_name, "grid": list(explanation.output.features.shape[-2:]),
+            "width": width, "height": height, "image": _jpeg(explanation.display),
+            "colormap": base64.b64encode(_COLOR_LUT.round().astype(np.uint8).tobytes()).decode(),
+            "map_opacity": MAP_OPACITY, "erased_color": ERASED_COLOR.tolist(), "erased_opacity": ERASED_OPACITY,
+            "predicted_box_color": list(PREDICTED_BOX_COLOR), "true_box_color": list(TRUE_BOX_COLOR),
+            "box_line_width": box_line_width(explanation.display.shape),
+            # As Pillow draws them (acol.drawing.draw_boxes): at whole pixels, truncated.
+            "true_boxes": np.floor(explanation.display_boxes()).astype(int).tolist(),
+            "a": _bytes(map_a), "a_range": _ranges(upsample_maps(map_a[None], (height, width)))[0],
+            "resize": {"rows": resize_taps(map_a.shape[0], height), "cols": resize_taps(map_a.shape[1], width)},
+            "caption": caption_head(explanation), "note": note,
+            "acol": explanation.num_branches > 1,
+            "deltas": list(SLIDER_STEPS), "box_thresholds": thresholds,
+            "states": states, "steps": steps, "hand": hand,
+            "view": {"delta": snapped(delta), "box_threshold": round(float(box_threshold), 2),
+                     "by_hand": hand is not None}}
