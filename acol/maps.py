@@ -84,6 +84,15 @@ def region_boxes(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.bincount(components.ravel(), minlength=count + 1)[1:]
 
 
+def largest_region_box(region: np.ndarray) -> tuple[int, int, int, int]:
+    """The box of the largest 8-connected region of a non-empty boolean ``region`` (the first of
+    equals, as ``boxes_from_map``), without boxing every region (most are a few pixels)."""
+    components, _ = ndimage.label(region, structure=_EIGHT_CONNECTED)
+    largest = components == 1 + np.bincount(components.ravel())[1:].argmax()
+    rows, cols = np.flatnonzero(largest.any(1)), np.flatnonzero(largest.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
 def boxes_from_map(localization_map, threshold: float, largest_only: bool = True) -> np.ndarray:
     """Boxes around the regions of ``cut_map(map, threshold)``.
 
@@ -115,8 +124,8 @@ def boxes_at_thresholds(localization_map, thresholds) -> np.ndarray:
             break  # empty here, so at every higher threshold too
         window = window[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
         top, left = top + rows[0], left + cols[0]
-        found, sizes = region_boxes(region[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
-        boxes[index] = found[int(sizes.argmax())] + np.array([left, top, left, top], dtype=np.float32)
+        x0, y0, x1, y1 = largest_region_box(region[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        boxes[index] = [left + x0, top + y0, left + x1, top + y1]
     return boxes
 
 
