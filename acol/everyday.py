@@ -142,10 +142,14 @@ class PooledViews:
     deltas: tuple[float, ...]
 
     def targets(self) -> torch.Tensor:
-        """[photos, views]: the label where known, A's top-1 on that view elsewhere. A's map for
-        this class is the one that was erased, in training as at inference."""
-        guessed = self.a_logits.float().argmax(-1)
-        return torch.where(self.labels[:, None] >= 0, self.labels[:, None], guessed)
+        """[photos, views]: what B learns (``erasing_targets``) on every view."""
+        return erasing_targets(self.labels[:, None], self.a_logits.float())
+
+
+def erasing_targets(labels: torch.Tensor, a_logits: torch.Tensor) -> torch.Tensor:
+    """The class whose A map is erased and which B learns: the label where the pool has one, A's
+    own top-1 elsewhere (``UNLABELLED``)."""
+    return torch.where(labels >= 0, labels, a_logits.argmax(-1))
 
 
 @torch.inference_mode()
@@ -158,7 +162,7 @@ def pool_views(model: ACoL, dataset, views: int, view_seed: int, batch_size: int
         features = model.backbone(images)
         class_map = model.heads[0](features)
         logits = class_map.mean((2, 3))
-        target = torch.where(batch_labels >= 0, batch_labels, logits.argmax(1))
+        target = erasing_targets(batch_labels, logits)
         a_map = normalize_maps(class_map[torch.arange(len(target)), target])
         kept.append(torch.stack([(features * (a_map < delta).unsqueeze(1)).mean((2, 3)) for delta in deltas], 1).half())
         a_logits.append(logits.half())
