@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_checkpoint
     from .data import eval_transform, make_loader
     from .datasets import build_dataset
+    from .device import add_device_flag, resolve_device
     parser = argparse.ArgumentParser(prog="python -m acol evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -319,11 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--description", default=None,
                         help="with --ship: a short text stored in the shipped config (what it was trained "
                              "on, its figures, what its maps do); default: the checkpoint's own")
+    add_device_flag(parser)
     parser.add_argument("--compare", metavar="EVAL_DIR", default=None,
                         help="the --out folder of another model's evaluation on the same images (the "
                              "CAM baseline's, say): report the MaxBoxAccV2 margin of this model's final "
                              "map over that one's, with a 95%% interval from a paired bootstrap")
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         if args.compare:
             best_iou_file(args.compare)  # now, not after minutes of inference
@@ -344,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     cam_thresholds = {} if args.choose_thresholds else config.get("metrics", {}).get("cam_thresholds", {})
     if args.cam_threshold is not None:
         cam_thresholds = {name: args.cam_threshold for name in map_names(len(model.heads))}
-    inference = run_inference(model, loader)
+    inference = run_inference(model.to(device), loader, device)
+    model.cpu()  # shipped from the CPU
     scored = score_maps(inference)
     results = compute_metrics(inference, cam_thresholds, scored=scored)
     results.update(checkpoint=str(args.checkpoint), data=str(args.data), split=args.split,

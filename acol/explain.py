@@ -30,6 +30,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .checkpoint import load_checkpoint
 from .data import eval_transform
+from .device import resolve_device
 from .model import ACoL, ACoLOutput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,18 +88,19 @@ def is_everyday(config: dict) -> bool:
 class Explainer:
     """A loaded checkpoint, ready to explain images; ``name`` is what the viewer calls it."""
 
-    def __init__(self, model: ACoL, config: dict, name: str = "model"):
-        self.model = model.eval()
+    def __init__(self, model: ACoL, config: dict, name: str = "model", device: str | torch.device = "cpu"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.config = config
         self.name = name
         self.class_names = list(config["class_names"])
         self.transform = eval_transform(config["input_size"], config["mean"], config["std"])
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "Explainer":
-        """Load a ``.safetensors`` checkpoint (raises ``CheckpointError`` on a bad file)."""
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
+        """Load a ``.safetensors`` checkpoint (raises ``CheckpointError`` on a bad file) onto ``device``."""
         model, config = load_checkpoint(path)
-        return cls(model, config, Path(path).stem)
+        return cls(model, config, Path(path).stem, device)
 
     @property
     def is_acol(self) -> bool:
@@ -184,8 +186,8 @@ class Explainer:
             resized = image.resize(scaled_size(image.size, scale), Image.Resampling.BILINEAR, reducing_gap=2.0)
             true_boxes = true_boxes * np.array([resized.width / image.width, resized.height / image.height] * 2)
             image = resized
-        batch = self.transform(pil_to_tensor(image)).unsqueeze(0)
-        target = None if target_class is None else torch.tensor([target_class])
+        batch = self.transform(pil_to_tensor(image)).unsqueeze(0).to(self.device)
+        target = None if target_class is None else torch.tensor([target_class], device=self.device)
         output = self.model(batch, target, erase_threshold)
         display_size = scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
@@ -205,8 +207,9 @@ class Explainer:
         """
         target = explanation.target_class if target_class is None else target_class
         threshold = explanation.erase_threshold if erase_threshold is None else erase_threshold
-        mask = None if erase_mask is None else erase_mask.reshape(1, *explanation.output.features.shape[-2:])
-        output = self.model.reexplain(explanation.output, torch.tensor([target]), threshold, mask)
+        features = explanation.output.features
+        mask = None if erase_mask is None else erase_mask.to(features.device).reshape(1, *features.shape[-2:])
+        output = self.model.reexplain(explanation.output, torch.tensor([target], device=features.device), threshold, mask)
         return replace(explanation, output=output, erased_by_hand=erase_mask is not None)
 
     def toggle_cell(self, explanation: Explanation, row: int, col: int) -> Explanation:

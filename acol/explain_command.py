@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .data import ImageLoadError, load_rgb_image
+from .device import add_device_flag
 from .drawing import render_panels, write_figure_png
 from .explain import DEFAULT_CHECKPOINT, Explainer, resolve_class, top_classes
 
@@ -32,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: the checkpoint's)")
     parser.add_argument("--true-box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
                         help="the object's true box in image pixels, to draw and score (repeatable)")
+    add_device_flag(parser)
     args = parser.parse_args(argv)
     try:
-        explainer = Explainer.from_checkpoint(args.checkpoint)
+        explainer = Explainer.from_checkpoint(args.checkpoint, args.device)
         image = load_rgb_image(args.image)
         target = None if args.class_ is None else resolve_class(args.class_, explainer.class_names)
     except (ValueError, ImageLoadError) as error:  # CheckpointError is a ValueError too

@@ -42,6 +42,7 @@ from .backbones import create_backbone
 from .checkpoint import atomic_path, save_checkpoint, write_safetensors
 from .data import ImageLoadError, eval_transform, make_loader, train_transform
 from .datasets import build_dataset
+from .device import resolve_device
 from .evaluate import compute_metrics, map_names, run_inference
 from .feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
 from .metrics import CAM_THRESHOLDS
@@ -177,6 +178,10 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     if config.freeze_backbone and config.trainable_stages:
         parser.error(f"--freeze-backbone true and --trainable-stages {config.trainable_stages} disagree: "
                      "leave one of them out")
+    try:
+        resolve_device(config.device)
+    except ValueError as error:
+        parser.error(str(error))
     return config, bool(args.resume)
 
 
@@ -286,8 +291,7 @@ def validate(model, loader, device, thresholds=CAM_THRESHOLDS[::5], **inference)
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder."""
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if config.device == "auto" else config.device)
+    device = resolve_device(config.device)
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
