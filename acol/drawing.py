@@ -14,7 +14,8 @@ A map is shown as evaluation cuts it: resized to the picture's pixels, then min-
 feature cells with the grid drawn, because ACoL erases features, not pixels. Everything is a
 numpy uint8 ``[H, W, 3]`` array drawn with numpy and Pillow, fast enough to redraw on every
 slider move; only the exported figure uses matplotlib (an Agg canvas, no display), arranging
-the same arrays. The colours and the font are chosen once, here, so the page and the figure agree.
+the same arrays. The colours are ``acol.style``'s, which the browser's drawing sends too, so the
+page, the scripts' pictures and the figure agree.
 """
 
 from __future__ import annotations
@@ -32,16 +33,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
-from .explain import DISPLAY_SIDE, Explanation, scaled_size
+from .explain import DISPLAY_SIDE, Explanation, caption_head, erasing_phrase, scaled_size
 from .maps import box_from_map, box_iou, score_map
+from .style import (COLOR_LUT, COLORMAP, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
+                    PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 
-COLORMAP = "inferno"     # perceptually uniform and colour-blind safe, unlike 'jet'
-MAP_OPACITY = 0.55
-ERASED_COLOR = np.array([40, 110, 255])
-ERASED_OPACITY = 0.7
-PREDICTED_BOX_COLOR = (0, 200, 255)
-TRUE_BOX_COLOR = (60, 255, 60)
-_COLOR_LUT = (colormaps[COLORMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
 _FONT = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 13)  # has δ; ships with matplotlib
 
 
@@ -52,17 +48,17 @@ _FONT = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 13)  # has δ; 
 def upsampled(localization_map: torch.Tensor, picture: np.ndarray) -> np.ndarray:
     """A feature-resolution map ``[h, w]`` as the picture's score map: resized to its pixels,
     then min-max normalized (what evaluation cuts boxes from, so what is shown is what is boxed)."""
-    return score_map(localization_map.float(), picture.shape[:2])
+    return score_map(localization_map.float().cpu(), picture.shape[:2])
 
 
 def overlay_map(picture: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """Colour a ``[0, 1]`` map of the picture's size with COLORMAP and blend it over the picture."""
-    colors = _COLOR_LUT[np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)]
+    colors = COLOR_LUT[np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)]
     return (picture * (1 - MAP_OPACITY) + colors * MAP_OPACITY).astype(np.uint8)
 
 
 def overlay_mask(picture: np.ndarray, mask: torch.Tensor) -> np.ndarray:
-    """Paint the erased cells of a feature-resolution ``mask [h, w]`` as whole blocks, with the
+    """Wash out the erased cells of a feature-resolution ``mask [h, w]`` as whole blocks, with the
     feature grid drawn, so it is plain that features are erased, not pixels."""
     mask = mask.cpu().numpy()
     height, width = picture.shape[:2]
@@ -86,11 +82,6 @@ def feature_cell(explanation: Explanation, x: float, y: float) -> tuple[int, int
     if not (0 <= x < width and 0 <= y < height):
         return None
     return int(y) * rows // height, int(x) * cols // width
-
-
-def box_line_width(shape) -> int:
-    """The width in pixels of the boxes' lines on a picture of this shape."""
-    return max(2, round(max(shape[:2]) / 150))
 
 
 def draw_boxes(picture: np.ndarray, predicted=None, true_boxes=()) -> np.ndarray:
@@ -156,13 +147,13 @@ def colorbar(height: int, legend: bool = False) -> np.ndarray:
     draw = ImageDraw.Draw(key)
     if legend:
         middle = height // 2
-        draw.rectangle((4, middle - 20, 16, middle - 8), fill=tuple(ERASED_COLOR), outline="black")
+        draw.rectangle((4, middle - 20, 16, middle - 8), fill=tuple(ERASED_SWATCH), outline="black")
         draw.text((20, middle - 14), "erased", fill="black", font=_FONT, anchor="lm")
-        draw.rectangle((4, middle + 8, 16, middle + 20), fill="white", outline="black")
+        draw.rectangle((4, middle + 8, 16, middle + 20), fill=tuple(KEPT_SWATCH), outline="black")
         draw.text((20, middle + 14), "kept", fill="black", font=_FONT, anchor="lm")
         return np.asarray(key)
     top, bottom = 8, max(9, height - 8)
-    ramp = _COLOR_LUT[np.linspace(255, 0, bottom - top).round().astype(int)]  # 1 at the top, as matplotlib
+    ramp = COLOR_LUT[np.linspace(255, 0, bottom - top).round().astype(int)]  # 1 at the top, as matplotlib
     key.paste(Image.fromarray(np.repeat(ramp[:, None], 13, axis=1).astype(np.uint8)), (4, top))
     draw.rectangle((4, top, 16, bottom - 1), outline="black")
     for value in (0.0, 0.5, 1.0):
@@ -190,19 +181,6 @@ class Panels:
     caption: str                    # one line: class, probability, threshold, IoU
 
 
-def caption_head(explanation: Explanation) -> str:
-    """The caption's start: model, class and its probability, and the true class when known."""
-    name = explanation.class_names[explanation.target_class]
-    probability = float(explanation.probabilities[explanation.target_class])
-    caption = f"{explanation.model_name}: {name} ({probability:.0%})"
-    return caption if explanation.true_class is None else caption + f" · true class: {explanation.true_class}"
-
-
-def erasing_phrase(how: str, mask: torch.Tensor) -> str:
-    """How B's input was erased (``how``: "δ = 0.40" or "by hand") and how much of it."""
-    return f"{how}: erased {int(mask.sum())} of {mask.numel()} feature cells"
-
-
 def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
     """Draw branch A's map, the erased features, branch B's map and the fused map with its box."""
     output, display = explanation.output, explanation.display
@@ -215,7 +193,7 @@ def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
         erased = overlay_mask(display, mask)
         branch_b = overlay_map(display, upsampled(output.localization_maps[1][0], display))
         how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
-        caption += " · " + erasing_phrase(how, mask)
+        caption += " · " + erasing_phrase(how, int(mask.sum()), mask.numel())
         titles = ("Branch A's map", f"Erased features ({feature_h}x{feature_w}, {how})",
                   "Branch B's map (on erased features)", "Fused map max(A, B) + box")
     else:
@@ -249,7 +227,7 @@ def four_panel_figure(panels: Panels) -> Figure:
     height, width = panels.branch_a.shape[:2]
     figure = Figure(figsize=(17, 3.4 * height / width + 1.5), layout="constrained")
     FigureCanvasAgg(figure)
-    mask_colors = ListedColormap(["white", ERASED_COLOR / 255])
+    mask_colors = ListedColormap([KEPT_SWATCH / 255, ERASED_SWATCH / 255])
     pictures = (panels.branch_a, panels.erased, panels.branch_b, panels.fused)
     for axes, picture, title in zip(figure.subplots(1, 4), pictures, panels.titles):
         axes.set_axis_off()

@@ -59,6 +59,7 @@ class Explanation:
     probabilities: torch.Tensor  # [num_classes], softmax of branch A's logits
     erased_by_hand: bool = False  # branch B's input mask was made by hand, not by thresholding A's map
     true_class: str | None = None  # the image's label when known (an example's)
+    image_digest: str | None = None  # the SHA-256 of the file it came from: what answers are cached by
 
     @property
     def target_class(self) -> int:
@@ -72,6 +73,10 @@ class Explanation:
     @property
     def num_branches(self) -> int:
         return len(self.output.logits)
+
+    def to(self, device: str | torch.device) -> "Explanation":
+        """The same explanation with its tensors on ``device``."""
+        return replace(self, output=self.output.to(device), probabilities=self.probabilities.to(device))
 
     def display_boxes(self) -> np.ndarray:
         """The true boxes in ``display`` pixels (the display may stretch the image unevenly)."""
@@ -101,6 +106,12 @@ class Explainer:
         """Load a ``.safetensors`` checkpoint (raises ``CheckpointError`` on a bad file) onto ``device``."""
         model, config = load_checkpoint(path)
         return cls(model, config, Path(path).stem, device)
+
+    def to(self, device: str | torch.device) -> "Explainer":
+        """Move the model to ``device``; explanations made from now on are made there."""
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        return self
 
     @property
     def is_acol(self) -> bool:
@@ -172,11 +183,13 @@ class Explainer:
 
     @torch.inference_mode()
     def explain(self, image: Image.Image, true_boxes=None, target_class: int | None = None,
-                erase_threshold: float | None = None, true_class: str | None = None) -> Explanation:
+                erase_threshold: float | None = None, true_class: str | None = None,
+                image_digest: str | None = None) -> Explanation:
         """Run the whole model once on an RGB ``image`` of any size.
 
         ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given, and
-        ``true_class`` (the image's label) is named beside the prediction.
+        ``true_class`` (the image's label) is named beside the prediction; ``image_digest`` (its
+        file's SHA-256) is kept for the viewer's shared cache.
         ``target_class=None`` explains branch A's top-1 class; ``erase_threshold=None`` uses the
         model's own. The image is resized to the model's square input, as in evaluation.
         """
@@ -192,7 +205,7 @@ class Explainer:
         display_size = scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
         return Explanation(self.name, self.class_names, image, true_boxes, display, output,
-                           output.logits[0][0].softmax(-1), true_class=true_class)
+                           output.logits[0][0].softmax(-1), true_class=true_class, image_digest=image_digest)
 
     @torch.inference_mode()
     def reexplain(self, explanation: Explanation, target_class: int | None = None,
@@ -215,11 +228,7 @@ class Explainer:
     def toggle_cell(self, explanation: Explanation, row: int, col: int) -> Explanation:
         """Erase feature cell ``(row, col)`` for branch B if it is kept, restore it if erased,
         starting from the mask B sees now; branch B and the fused map run again on the result."""
-        if explanation.num_branches == 1:
-            raise ValueError("a one-branch CAM model erases nothing: there is no branch B")
-        rows, cols = explanation.output.features.shape[-2:]
-        if not (0 <= row < rows and 0 <= col < cols):
-            raise ValueError(f"cell ({row}, {col}) is outside the {rows}x{cols} feature grid")
+        check_cell(explanation, row, col)
         mask = explanation.output.erase_masks[1][0].clone()
         mask[row, col] = not mask[row, col]
         return self.reexplain(explanation, erase_mask=mask)
@@ -227,6 +236,15 @@ class Explainer:
     def sweep(self, explanation: Explanation, deltas=SWEEP_DELTAS) -> list[Explanation]:
         """The explanation at each erase threshold in ``deltas`` (cheap: re-explains only)."""
         return [self.reexplain(explanation, erase_threshold=delta) for delta in deltas]
+
+
+def check_cell(explanation: Explanation, row: int, col: int) -> None:
+    """A ValueError saying why feature cell ``(row, col)`` cannot be erased by hand, if it cannot."""
+    if explanation.num_branches == 1:
+        raise ValueError("a one-branch CAM model erases nothing: there is no branch B")
+    rows, cols = explanation.output.features.shape[-2:]
+    if not (0 <= row < rows and 0 <= col < cols):
+        raise ValueError(f"cell ({row}, {col}) is outside the {rows}x{cols} feature grid")
 
 
 def scaled_size(size: tuple[int, int], scale: float, minimum: int = 16) -> tuple[int, int]:
@@ -252,8 +270,11 @@ def branch_b_verdict(explanation: Explanation, k: int = 3) -> str:
     if explanation.num_branches == 1:
         return "A one-branch CAM model has no branch B."
     how = "by hand" if explanation.erased_by_hand else f"δ = {explanation.erase_threshold:.2f}"
-    return verdict_line(explanation.output.logits[1][0].softmax(-1), explanation.output.erase_masks[1][0],
-                        how, explanation.target_class, explanation.class_names, k)
+    probabilities = explanation.output.logits[1][0].softmax(-1)
+    top = probabilities.topk(min(k, len(probabilities)))
+    mask = explanation.output.erase_masks[1][0]
+    return verdict_line(top.values, top.indices, int(mask.sum()), mask.numel(), how, explanation.target_class,
+                        explanation.class_names)
 
 
 def lesson_strength(explanation: Explanation) -> float:
@@ -267,16 +288,29 @@ def lesson_strength(explanation: Explanation) -> float:
     return probability if best == explanation.target_class and a_right else 0.0
 
 
-def verdict_line(probabilities: torch.Tensor, mask: torch.Tensor, how: str, target_class: int,
-                 class_names: list[str], k: int = 3) -> str:
-    """B's verdict (``branch_b_verdict``) from its class ``probabilities`` on the features
-    erased by ``mask [h, w]``: a viewer says it for every step of its δ slider at once."""
-    top = probabilities.topk(min(k, len(probabilities)))
-    (best, probability), *others = [(int(i), float(p)) for p, i in zip(*top)]
+def caption_head(explanation: Explanation) -> str:
+    """The caption's start: model, class and its probability, and the true class when known."""
+    name = explanation.class_names[explanation.target_class]
+    probability = float(explanation.probabilities[explanation.target_class])
+    caption = f"{explanation.model_name}: {name} ({probability:.0%})"
+    return caption if explanation.true_class is None else caption + f" · true class: {explanation.true_class}"
+
+
+def erasing_phrase(how: str, erased: int, cells: int) -> str:
+    """How B's input was erased (``how``: "δ = 0.40" or "by hand") and how much of it."""
+    return f"{how}: erased {erased} of {cells} feature cells"
+
+
+def verdict_line(top_probabilities: torch.Tensor, top_classes: torch.Tensor, erased: int, cells: int, how: str,
+                 target_class: int, class_names: list[str]) -> str:
+    """B's verdict (``branch_b_verdict``) from its most probable classes (``top_classes``, with
+    their ``top_probabilities``, most probable first) on features with ``erased`` of ``cells``
+    cells erased: a viewer says it for every step of its δ slider at once."""
+    (best, probability), *others = [(int(i), float(p)) for p, i in zip(top_probabilities, top_classes)]
     target = class_names[target_class]
     verdict = "still says" if best == target_class else f"says (not {target})"
     rest = "".join(f" · {class_names[other]} {p:.0%}" for other, p in others)
-    return (f"{int(mask.sum())} of {mask.numel()} cells erased ({how}): "
+    return (f"{erased} of {cells} cells erased ({how}): "
             f"B {verdict} **{class_names[best]}, {probability:.0%}**{rest}")
 
 

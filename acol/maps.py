@@ -11,10 +11,14 @@ minimum above 0, so this is not the same cut as ``t * max`` of the map as it com
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from torchvision.ops import box_iou as _torchvision_box_iou
 
 
@@ -32,13 +36,25 @@ def fuse_maps(maps: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tens
     return torch.stack(list(maps)).amax(0)
 
 
+@functools.lru_cache(maxsize=64)
+def resize_weights(cells: int, pixels: int) -> torch.Tensor:
+    """How a bicubic resize spreads ``cells`` values over ``pixels`` along one side: ``[pixels,
+    cells]``, each pixel's weight on each cell. PyTorch's own kernel (``F.interpolate``, a = -0.75,
+    pixel-centre alignment, borders replicated), read off by resizing each cell's unit impulse."""
+    impulses = torch.eye(cells).view(cells, 1, cells)
+    return F.interpolate(impulses[:, None], size=(1, pixels), mode="bicubic", align_corners=False)[:, 0, 0].T
+
+
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize maps ``[..., h, w]`` to ``size = (H, W)`` bicubically (wsolevaluation's
-    ``cv2.INTER_CUBIC``: the same kernel, a = -0.75, and pixel-centre alignment)."""
-    lead = maps.shape[:-2]
-    resized = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]).float(), size=size,
-                            mode="bicubic", align_corners=False)
-    return resized.reshape(*lead, *size)
+    ``cv2.INTER_CUBIC``: the same kernel, a = -0.75, and pixel-centre alignment).
+
+    The resize is linear and separable, so it is two small matrix products, ``rows @ map @
+    cols.T``, on the maps' own device: a viewer resizes 20 maps at once in under a millisecond
+    (``F.interpolate`` took 15-30 ms), with ``F.interpolate``'s values to float rounding."""
+    rows = resize_weights(maps.shape[-2], size[0]).to(maps.device)
+    cols = resize_weights(maps.shape[-1], size[1]).to(maps.device)
+    return rows @ maps.float() @ cols.T
 
 
 def score_map(localization_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -84,15 +100,6 @@ def region_boxes(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.bincount(components.ravel(), minlength=count + 1)[1:]
 
 
-def largest_region_box(region: np.ndarray) -> tuple[int, int, int, int]:
-    """The box of the largest 8-connected region of a non-empty boolean ``region`` (the first of
-    equals, as ``boxes_from_map``), without boxing every region (most are a few pixels)."""
-    components, _ = ndimage.label(region, structure=_EIGHT_CONNECTED)
-    largest = components == 1 + np.bincount(components.ravel())[1:].argmax()
-    rows, cols = np.flatnonzero(largest.any(1)), np.flatnonzero(largest.any(0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
 def boxes_from_map(localization_map, threshold: float, largest_only: bool = True) -> np.ndarray:
     """Boxes around the regions of ``cut_map(map, threshold)``.
 
@@ -110,23 +117,84 @@ def box_from_map(localization_map, threshold: float) -> np.ndarray:
 
 
 def boxes_at_thresholds(localization_map, thresholds) -> np.ndarray:
-    """``box_from_map(map, t)`` for every ``t`` in ``thresholds``, as ``[T, 4]``, fast enough
-    for a viewer's box slider: the map is normalized and quantized once, and since a higher
-    threshold cuts a region inside a lower one's, each cut looks only inside the last one's extent."""
+    """``box_from_map(map, t)`` for every ``t`` in ``thresholds``, as ``[T, 4]``: the map is
+    normalized and quantized once and every cut boxed in one pass (``largest_region_boxes``)."""
     quantized = quantized_map(localization_map)
-    boxes = np.zeros((len(thresholds), 4), dtype=np.float32)
-    top, left = 0, 0
-    window = quantized
-    for index in np.argsort(thresholds) if quantized is not None else ():
-        region = window > int(thresholds[index] * 255)
-        rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
-        if not rows.size:
-            break  # empty here, so at every higher threshold too
-        window = window[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        top, left = top + rows[0], left + cols[0]
-        x0, y0, x1, y1 = largest_region_box(region[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
-        boxes[index] = [left + x0, top + y0, left + x1, top + y1]
-    return boxes
+    if quantized is None:
+        return np.zeros((len(thresholds), 4), dtype=np.float32)
+    return largest_region_boxes(quantized[None], [int(t * 255) for t in thresholds])[0]
+
+
+def largest_region_boxes(quantized: np.ndarray, levels) -> np.ndarray:
+    """The box of the largest 8-connected region of ``quantized > level``, for each of the maps
+    ``quantized [K, H, W]`` (uint8, as ``quantized_map`` makes them) and each of the ``levels``
+    (``int(t * 255)`` for a threshold t): ``[K, len(levels), 4]``, zeros where a cut is empty. Of
+    equal regions the first in raster order wins, as ``ndimage.label`` numbers them.
+
+    A viewer wants 21 x 22 of these boxes per image; one ``ndimage.label`` per cut cost 0.2 s,
+    relabelling the same pixels for every level. Here every pixel is read once, for all levels:
+
+    1. Runs. Along a row, the pixels above a level form runs. Between neighbours ``a | b`` (the
+       row padded with -1 at both ends) a run of level L starts where ``a <= L < b`` and ends
+       where ``b <= L < a``, so each pair of neighbours gives the run ends of every level between
+       their two values at once.
+    2. Regions. Runs of one map and level in adjacent rows that overlap, or touch at a corner, are
+       8-connected; scipy's ``connected_components`` of that graph of runs gives the regions.
+    3. A region's size is the sum of its runs' lengths, its box their extent.
+    """
+    unique_levels, level_of = np.unique(np.asarray(levels, dtype=np.int64), return_inverse=True)
+    maps, height, width = quantized.shape
+    count, span = len(unique_levels), width + 1  # a run end x lies in 0..width
+    below = np.searchsorted(unique_levels, np.arange(256)).astype(np.int8)  # how many levels lie below v
+    crossed = np.zeros((maps, height, width + 2), np.int8)  # per pixel, the row padded with 0 (-1 is below all)
+    crossed[:, :, 1:-1] = np.take(below, quantized)
+    rise = (crossed[:, :, 1:] - crossed[:, :, :-1]).ravel()  # [K, H, W + 1]: levels crossed between neighbours
+    flat = crossed.ravel()
+
+    def run_ends(at, lowest, how_many):
+        """The crossing at pair ``at`` of ``how_many`` levels from ``lowest``, one per level, as a
+        sort key (map, level, row, x) packed in one integer."""
+        level = np.repeat(lowest.astype(np.int64), how_many) + _ramps(how_many)
+        at = np.repeat(at, how_many)
+        return np.sort(at + height * span * ((at // (height * span)) * (count - 1) + level))
+    up, down = np.flatnonzero(rise > 0), np.flatnonzero(rise < 0)
+    # pair p lies between pixels p + p // span - 1 and p + p // span of the padded rows
+    starts = run_ends(up, flat[up + up // span], rise[up].astype(np.int64))
+    ends = run_ends(down, flat[down + down // span + 1], -rise[down].astype(np.int64))
+    boxes = np.zeros((maps * count, 4), np.float32)
+    if not len(starts):  # nothing above any level
+        return boxes.reshape(maps, count, 4)[:, level_of]
+    row, x0, x1 = starts // span, starts % span, ends % span  # row = (map * levels + level) * H + y
+    y = row % height
+
+    # Link each run to the runs of the next row (same map and level) that touch it.
+    below_row = (row + 1) * span
+    first = np.searchsorted(row * span + x1, below_row + x0)               # ends at or after x0
+    last = np.searchsorted(starts, below_row + x1, side="right")           # starts at or before x1
+    touching = np.where(y + 1 < height, np.maximum(last - first, 0), 0)
+    linked = (np.repeat(np.arange(len(starts)), touching), np.repeat(first, touching) + _ramps(touching))
+    graph = coo_matrix((np.ones(len(linked[0]), np.int8), linked), shape=(len(starts),) * 2)
+    regions, region_of = connected_components(graph, directed=False)
+
+    size = np.bincount(region_of, weights=x1 - x0, minlength=regions)
+    box = np.stack([np.full(regions, width), np.full(regions, height), np.zeros(regions, int), np.zeros(regions, int)])
+    np.minimum.at(box[0], region_of, x0)
+    np.minimum.at(box[1], region_of, y)
+    np.maximum.at(box[2], region_of, x1)
+    np.maximum.at(box[3], region_of, y + 1)
+    first_pixel = np.full(regions, np.iinfo(np.int64).max)
+    np.minimum.at(first_pixel, region_of, y * span + x0)
+    cut = np.zeros(regions, np.int64)
+    cut[region_of] = row // height  # map * levels + level
+    order = np.lexsort((first_pixel, -size, cut))  # per cut: the largest first, then the first found
+    winners = order[np.r_[True, cut[order][1:] != cut[order][:-1]]]
+    boxes[cut[winners]] = box[:, winners].T
+    return boxes.reshape(maps, count, 4)[:, level_of]
+
+
+def _ramps(lengths: np.ndarray) -> np.ndarray:
+    """``0, 1, ..., n - 1`` for each ``n`` in ``lengths``, concatenated."""
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 def box_iou(boxes_a, boxes_b) -> torch.Tensor:

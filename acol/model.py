@@ -15,7 +15,7 @@ cross-entropy on image labels only, end to end. ``num_branches=1`` is the plain 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,13 @@ class ACoLOutput:
     target_class: torch.Tensor             # [B], the class whose maps drive erasing
     features: torch.Tensor                 # [B, C, h, w] backbone features, cached for re-erasing
     erase_threshold: float
+
+    def to(self, device: str | torch.device) -> "ACoLOutput":
+        """The same output with every tensor on ``device`` (the CPU, where pictures are drawn)."""
+        def moved(value):
+            return value.to(device) if torch.is_tensor(value) else [item.to(device) for item in value]
+        return ACoLOutput(*(moved(getattr(self, field.name)) if field.name != "erase_threshold" else self.erase_threshold
+                            for field in fields(self)))
 
 
 class ACoL(nn.Module):
@@ -141,21 +148,28 @@ class ACoL(nn.Module):
         cam.heads[0] = self.heads[0]
         return cam.eval()
 
-    def erased_class_maps(self, features: torch.Tensor, erase_masks: torch.Tensor, branch: int = 1) -> torch.Tensor:
-        """Branch ``branch``'s class maps ``[K, num_classes, h, w]`` on one image's ``features
-        [1, C, h, w]`` erased by each of ``erase_masks [K, h, w]`` (bool, True = erased): what the
-        branch says at every step of a viewer's δ slider, at once.
+    def erased_branch(self, features: torch.Tensor, erase_masks: torch.Tensor, target_class: int,
+                      branch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Branch ``branch``'s map of ``target_class`` ``[K, h, w]`` (raw, unnormalized) and its
+        logits ``[K, num_classes]`` on one image's ``features [1, C, h, w]`` erased by each of
+        ``erase_masks [K, h, w]`` (bool, True = erased): what the branch says at every step of a
+        viewer's δ slider, at once.
 
         A ``linear`` head is ReLU -> conv1x1, and an erased cell's features are zero, so its map
         there is the class layer's bias and elsewhere its map on the full features: one pass
-        serves every mask, exactly. Any other head runs once on the K erased copies, batched.
+        serves every mask, exactly, and the logits (the maps' means) are one matrix product. Any
+        other head runs once on the K erased copies, batched.
         """
         head = self.heads[branch]
-        keep = (~erase_masks.to(torch.bool)).unsqueeze(1)
+        keep = ~erase_masks.to(torch.bool)
         if self.head == "linear":
-            bias = head.class_layer.bias.view(1, -1, 1, 1)
-            return torch.where(keep, head(features), bias)
-        return head(features * keep.to(features.dtype))
+            full = head(features)[0]                                    # [num_classes, h, w]
+            bias = head.class_layer.bias
+            kept = keep.flatten(1).to(full.dtype)                       # [K, h * w]
+            logits = (kept @ full.flatten(1).T + (1 - kept).sum(1, keepdim=True) * bias) / kept.shape[1]
+            return torch.where(keep, full[target_class], bias[target_class]), logits
+        class_maps = head(features * keep.unsqueeze(1).to(features.dtype))
+        return class_maps[:, target_class], class_maps.mean((2, 3))
 
     @torch.no_grad()
     def keep_class_weights_nonnegative(self) -> None:

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .drawing import (_COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, MAP_OPACITY, PREDICTED_BOX_COLOR, TRUE_BOX_COLOR,
-                      box_line_width, caption_head, erasing_phrase)
-from .explain import Explanation, verdict_line
-from .maps import box_iou, boxes_at_thresholds, fuse_maps, normalize_maps, upsample_maps
+from .explain import Explanation, caption_head, erasing_phrase, verdict_line
+from .maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
 from .model import ACoL
+from .style import (COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
+                    PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 
 SLIDER_STEP = 0.05
 SLIDER_STEPS = tuple(round(index * SLIDER_STEP, 2) for index in range(round(1 / SLIDER_STEP) + 1))
@@ -52,7 +52,7 @@ def snapped(value: float) -> float:
 
 def _bytes(values: torch.Tensor | np.ndarray) -> str:
     """A [0, 1] array as base64 bytes, 0-255, rounded as ``acol.drawing`` indexes its colours."""
-    values = np.asarray(values, dtype=np.float32)
+    values = np.asarray(values.cpu() if torch.is_tensor(values) else values, dtype=np.float32)
     return base64.b64encode(np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()).decode()
 
 
@@ -63,7 +63,7 @@ def _floats(values: torch.Tensor | np.ndarray) -> str:
 
 def _ranges(resized: torch.Tensor) -> list[list[float]]:
     """Each resized map's [min, max] (``[K, H, W]``): what ``acol.drawing.upsampled`` normalizes by."""
-    return torch.stack([resized.amin((-2, -1)), resized.amax((-2, -1))], -1).view(-1, 2).tolist()
+    return torch.stack([resized.amin((-2, -1)), resized.amax((-2, -1))], -1).view(-1, 2).cpu().tolist()
 
 
 def resize_taps(cells: int, pixels: int) -> dict:
@@ -71,7 +71,7 @@ def resize_taps(cells: int, pixels: int) -> dict:
     ``maps.upsample_maps``), as each pixel's first cell (``first``) and its weights on that cell
     and the next ``taps - 1`` (``weights``, float32). The resize is linear, so resizing each
     cell's unit impulse gives its weight at every pixel: the browser applies PyTorch's own."""
-    weights = upsample_maps(torch.eye(cells).view(cells, 1, cells), (1, pixels))[:, 0].T  # [pixels, cells]
+    weights = resize_weights(cells, pixels)  # [pixels, cells]
     taps = min(4, cells)
     first = ((weights != 0).float().argmax(1)).clamp(max=cells - taps)
     gathered = weights.gather(1, first[:, None] + torch.arange(taps))
@@ -88,14 +88,13 @@ def _jpeg(picture: np.ndarray) -> str:
 
 def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dict], list[dict], dict | None]:
     """``(states, steps, hand)``: each distinct erasing with its maps, each slider step's state
-    and words, and the hand-made erasing when B sees one (else None)."""
+    and words, and the hand-made erasing when B sees one (else None). Maps are made on the
+    model's device, all states at once, and come to the CPU as bytes, boxes and words."""
     output = explanation.output
     map_a = output.localization_maps[0][0]
     size = explanation.display.shape[:2]
     if explanation.num_branches == 1:  # CAM: nothing to erase, one state for every step
-        resized = upsample_maps(map_a[None], size)
-        state = _state(explanation, None, None, map_a, normalize_maps(resized)[0], _ranges(resized)[0], None,
-                       thresholds)
+        state = _boxed_states(explanation, map_a[None], None, None, thresholds)[0]
         return [state], [{"state": 0, "erasing": "", "verdict": ""}] * len(SLIDER_STEPS), None
     masks = torch.stack([map_a >= delta for delta in SLIDER_STEPS])
     hand_mask = output.erase_masks[1][0] if explanation.erased_by_hand else None
@@ -104,36 +103,42 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     distinct, state_of = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
     distinct = distinct.view(-1, *map_a.shape)
     with torch.inference_mode():
-        class_maps = model.erased_class_maps(output.features, distinct)
-    maps_b = normalize_maps(class_maps[:, explanation.target_class])
-    probabilities = class_maps.mean((2, 3)).softmax(-1)
+        maps_b, logits_b = model.erased_branch(output.features, distinct, explanation.target_class)
+    maps_b = normalize_maps(maps_b)
     fused = fuse_maps([map_a.expand_as(maps_b), maps_b])
-    fused_resized = upsample_maps(fused, size)  # all states at once: one call, not one per state
-    states = [_state(explanation, *arrays, thresholds) for arrays in
-              zip(distinct, maps_b, fused, normalize_maps(fused_resized), _ranges(fused_resized),
-                  _ranges(upsample_maps(maps_b, size)))]
+    states = _boxed_states(explanation, fused, distinct, maps_b, thresholds)
+    top = logits_b.softmax(-1).topk(min(VERDICT_CLASSES, logits_b.shape[1]))
+    top_probabilities, top_classes, erased_cells = top.values.cpu(), top.indices.cpu(), distinct.flatten(1).sum(1).cpu()
 
     def words(index: int, how: str) -> dict:
         state = int(state_of[index])
-        return {"state": state, "erasing": erasing_phrase(how, distinct[state]),
-                "verdict": verdict_line(probabilities[state], distinct[state], how, explanation.target_class,
-                                        explanation.class_names, VERDICT_CLASSES)}
+        return {"state": state, "erasing": erasing_phrase(how, int(erased_cells[state]), map_a.numel()),
+                "verdict": verdict_line(top_probabilities[state], top_classes[state], int(erased_cells[state]),
+                                        map_a.numel(), how, explanation.target_class, explanation.class_names)}
     steps = [words(index, f"δ = {delta:.2f}") for index, delta in enumerate(SLIDER_STEPS)]
     return states, steps, None if hand_mask is None else words(len(SLIDER_STEPS), "by hand")
 
 
-def _state(explanation: Explanation, mask, map_b, fused, fused_scores, fused_range, b_range, thresholds) -> dict:
-    """One erasing: its cells, B's map and the fused map (with the ranges of their resized
-    pictures), and the box cut from the fused map's score map (``fused_scores``, as
-    ``acol.drawing`` cuts it) and its IoU, at each of the box ``thresholds``."""
-    boxes = boxes_at_thresholds(fused_scores, thresholds)
+def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) -> list[dict]:
+    """Each erasing's state: its cells and B's map (None for a CAM model), the fused map (with
+    the ranges of their pictures), and the box cut from the fused map at each box threshold, as
+    ``acol.drawing`` cuts it, with its IoU with the true box."""
+    size = explanation.display.shape[:2]
+    fused_resized = upsample_maps(fused, size)  # all states at once: two matrix products
+    fused_range = _ranges(fused_resized)
+    quantized = (normalize_maps(fused_resized) * 255).to(torch.uint8).cpu().numpy()  # maps.quantized_map's cut
+    boxes = largest_region_boxes(quantized, [int(threshold * 255) for threshold in thresholds])
     true_boxes = explanation.display_boxes()
-    ious = box_iou(boxes, true_boxes).amax(1).tolist() if len(true_boxes) else None
-    return {"mask": None if mask is None else _bytes(mask.float()),
-            "b": None if map_b is None else _bytes(map_b), "b_range": b_range,
-            "fused": _bytes(fused), "fused_range": fused_range,
-            "boxes": boxes.astype(int).tolist(),
-            "ious": None if ious is None else [round(iou, 2) for iou in ious]}
+    ious = (box_iou(boxes.reshape(-1, 4), true_boxes).amax(1).view(len(boxes), -1).tolist()
+            if len(true_boxes) else [None] * len(boxes))
+    b_range = [None] * len(fused) if maps_b is None else _ranges(upsample_maps(maps_b, size))
+    fused, masks, maps_b = (None if value is None else value.cpu() for value in (fused, masks, maps_b))
+    return [{"mask": None if masks is None else _bytes(masks[index].float()),
+             "b": None if maps_b is None else _bytes(maps_b[index]), "b_range": b_range[index],
+             "fused": _bytes(fused[index]), "fused_range": fused_range[index],
+             "boxes": boxes[index].astype(int).tolist(),
+             "ious": None if ious[index] is None else [round(iou, 2) for iou in ious[index]]}
+            for index in range(len(fused))]
 
 
 def page_payload(explanation: Explanation, model: ACoL, delta: float, box_threshold: float,
@@ -147,8 +152,9 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
     states, steps, hand = _states(explanation, model, thresholds)
     return {"model": explanation.model_name, "grid": list(explanation.output.features.shape[-2:]),
             "width": width, "height": height, "image": _jpeg(explanation.display),
-            "colormap": base64.b64encode(_COLOR_LUT.round().astype(np.uint8).tobytes()).decode(),
+            "colormap": base64.b64encode(COLOR_LUT.round().astype(np.uint8).tobytes()).decode(),
             "map_opacity": MAP_OPACITY, "erased_color": ERASED_COLOR.tolist(), "erased_opacity": ERASED_OPACITY,
+            "swatches": {"erased": ERASED_SWATCH.tolist(), "kept": KEPT_SWATCH.tolist()},
             "predicted_box_color": list(PREDICTED_BOX_COLOR), "true_box_color": list(TRUE_BOX_COLOR),
             "box_line_width": box_line_width(explanation.display.shape),
             # As Pillow draws them (acol.drawing.draw_boxes): at whole pixels, truncated.

@@ -113,19 +113,25 @@ def tiny_cub_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def viewer_url(tiny_checkpoints, tiny_cub_root):
-    """The viewer (app.py) over the tiny checkpoints, assets/examples and the tiny CUB root,
-    served on a free port."""
+def viewer_demo(tiny_checkpoints, tiny_cub_root):
+    """The viewer (app.py) over the tiny checkpoints, assets/examples and the tiny CUB root, on
+    the CPU, served on a free port (``demo.url``); ``demo.acol_page`` is its logic."""
     import socket
 
     import app
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples", tiny_cub_root])
+    demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples", tiny_cub_root], device="cpu")
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    demo.url = f"http://127.0.0.1:{port}/"
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def viewer_url(viewer_demo):
+    return viewer_demo.url
 
 
 def pytest_configure(config):

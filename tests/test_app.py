@@ -11,6 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from acol.page import KEEP, Page, Session
 from conftest import REPO, TEACHING_DESCRIPTION, png_header_only
 
 ACOL, CAM, TEACHING = "tiny_acol", "tiny_cam", "tiny_synthetic_acol"
@@ -110,7 +111,7 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     assert not any(isinstance(block, app.gr.Dataset) for block in choose.outputs), \
         "an updated Dataset is rebuilt from its folder's paths, which the server may not read then"
     session = next(block for block in demo.blocks.values() if isinstance(block, app.gr.State)
-                   and isinstance(block.value, app.ViewerCache))
+                   and isinstance(block.value, Session))
     assert session.value.explanation.model_name == TEACHING  # the slider and clicks work on it at once
 
 
@@ -149,16 +150,16 @@ def test_each_model_shows_its_own_examples_and_an_example_never_meets_another_mo
 
 
 def test_a_model_without_examples_asks_for_a_photo_and_keeps_an_upload(tiny_checkpoints, tmp_path):
-    import app
-    from acol.serving import CheckpointShelf, ExampleImages
-    viewer = app.Viewer(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
-    page = app.PageEvents(viewer)
-    image, about, examples, note, box, *explained = page.choose_model(str(EXAMPLE), ACOL, 0.6, 0.2)
-    assert image is None and examples["visible"] is False and note["visible"] is True
-    assert "upload a photo" in note["value"] and "3 bird species" in note["value"]
+    from acol.shelf import CheckpointShelf, ExampleImages
+    page = Page(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
+    view = page.choose_model(Session(), str(EXAMPLE), ACOL, 0.6, 0.2, None)
+    assert view.image is None and view.examples_shown == [False] and view.no_examples.visible is True
+    assert "upload a photo" in view.no_examples.value and "3 bird species" in view.no_examples.value
+    assert view.payload["message"] == view.no_examples.value and view.session.explanation is None
     upload = noise_png(tmp_path / "mine.png")
-    image, *_, cache, payload, classes, baselines, delta = page.choose_model(str(upload), ACOL, 0.6, 0.2)
-    assert image == {"__type__": "update"} and cache.explanation is not None and delta["value"] == 0.6
+    view = page.choose_model(Session(), str(upload), ACOL, 0.6, 0.2, None)
+    assert view.image is KEEP and view.session.explanation is not None and view.delta.value == 0.6
+    payload = view.payload
     shown = payload["steps"][payload["deltas"].index(0.6)]
     assert "δ = 0.60" in shown["erasing"] and "cells erased" in shown["verdict"]
 
@@ -213,10 +214,10 @@ def test_a_hand_made_mask_stays_in_its_own_session(viewer_url, tmp_path):
 
 
 def test_the_comparison_boxes_each_model_at_its_own_validated_threshold(client, tmp_path, monkeypatch):
-    import app
+    import acol.page
     thresholds = []
-    drawn = app.compare_picture
-    monkeypatch.setattr(app, "compare_picture", lambda *args: thresholds.append(args[2:]) or drawn(*args))
+    drawn = acol.page.compare_picture
+    monkeypatch.setattr(acol.page, "compare_picture", lambda *args: thresholds.append(args[2:]) or drawn(*args))
     explain(client, noise_png(tmp_path / "cmp.png"), box_threshold=0.8)
     client.predict(CAM, api_name="/compare")
     assert thresholds and set(thresholds) == {(0.35, 0.45)}, "CAM at its 'A' threshold, ACoL at its 'fused' one, not the slider's 0.8"
@@ -341,7 +342,7 @@ def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_c
     from gradio_client.exceptions import AppError
 
     from acol.checkpoint import CheckpointError
-    from acol.serving import CheckpointShelf
+    from acol.shelf import CheckpointShelf
     for name in ("../../etc/passwd", "/etc/passwd", str(tiny_checkpoints / "tiny_acol")):
         with pytest.raises(AppError, match="not in the list of choices"):
             explain(client, noise_png(tmp_path / "x.png"), model=name)
@@ -349,19 +350,19 @@ def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_c
             CheckpointShelf(tiny_checkpoints)[name]
 
 
-def test_a_request_past_its_time_limit_is_abandoned_with_a_message(client, tmp_path, monkeypatch):
+def test_a_request_past_its_time_limit_is_abandoned_with_a_message(client, viewer_demo, tmp_path, monkeypatch):
     import time
 
-    import app
-    slow_loader = app.load_rgb_image
-    monkeypatch.setattr(app, "REQUEST_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(app, "load_rgb_image", lambda path: time.sleep(1.0) or slow_loader(path))
+    import acol.page
+    slow_loader = acol.page.load_rgb_image
+    monkeypatch.setattr(viewer_demo.acol_page, "request_timeout_s", 0.2)
+    monkeypatch.setattr(acol.page, "load_rgb_image", lambda path: time.sleep(1.0) or slow_loader(path))
     started = time.perf_counter()
-    panels, _, _, status = explain(client, noise_png(tmp_path / "slow.png"))
+    panels, _, _, status = explain(client, noise_png(tmp_path / "slow.png", seed=31))  # never seen: not cached
     assert "gave up after 0.2 s" in status and panels == [None] * 4
     assert time.perf_counter() - started < 1.0, "the user hears back at the limit, not when the work ends"
     monkeypatch.undo()
-    panels, _, _, status = explain(client, noise_png(tmp_path / "fast.png"))
+    panels, _, _, status = explain(client, noise_png(tmp_path / "fast.png", seed=32))
     assert all(panel is not None for panel in panels)
 
 
@@ -514,14 +515,13 @@ def test_each_session_sees_only_its_own_images_results(viewer_url, tmp_path):
 
 
 def test_the_page_opens_on_the_example_that_tells_acols_story_best(tiny_checkpoints):
-    import app
     from acol.explain import lesson_strength
-    from acol.serving import CheckpointShelf, ExampleImages
-    viewer = app.Viewer(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
-    paths = viewer.examples.groups[0].paths
-    strengths = [lesson_strength(viewer.explain_file(path, TEACHING, 0.5)[0]) for path in paths]
-    first = viewer.first_view()
-    assert first.image == paths[strengths.index(max(strengths))]  # the first one when none tells it
+    from acol.shelf import CheckpointShelf, ExampleImages, content_digest
+    page = Page(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
+    paths = page.examples.groups[0].paths
+    strengths = [lesson_strength(page.answer_file(path, content_digest(path), TEACHING, 0.5, 0.2).explanation)
+                 for path in paths]
+    assert page.first.image == paths[strengths.index(max(strengths))]  # the first one when none tells it
 
 
 def test_the_story_holds_when_b_still_names_as_class_and_a_is_right(tiny_checkpoints):

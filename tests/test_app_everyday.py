@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import app
-from acol.serving import BRANCH_A, CheckpointShelf, ExampleImages
+from acol.page import KEEP, Page, Scripts, Session
+from acol.shelf import BRANCH_A, CheckpointShelf, ExampleImages
 from conftest import REPO, example_class_names
 
 EVERYDAY = REPO / "assets" / "everyday"
@@ -36,8 +36,8 @@ def everyday_checkpoints(tiny_checkpoints, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def viewer(everyday_checkpoints):
-    return app.Viewer(CheckpointShelf(everyday_checkpoints), ExampleImages([REPO / "assets" / "examples", EVERYDAY]))
+def page(everyday_checkpoints):
+    return Page(CheckpointShelf(everyday_checkpoints), ExampleImages([REPO / "assets" / "examples", EVERYDAY]))
 
 
 @pytest.fixture
@@ -48,54 +48,47 @@ def upload(tmp_path):
     return str(path)
 
 
-STATUS = 8  # /explain's outputs: the cache, four panels, classes, baseline, δ, status, ...
+def test_the_page_opens_on_the_teaching_model_and_an_upload_goes_to_the_everyday_model(page, upload):
+    assert page.models()[0] == TEACHING and page.shelf.everyday() == EVERYDAY_MODEL
+    view = page.open_upload(Session(), upload, TEACHING, 0.5, 0.2, None)
+    assert view.model == EVERYDAY_MODEL and view.delta.value == 0.6
+    assert EVERYDAY_MODEL in view.about and "1,000" not in view.about  # the stand-in knows its own few classes
+    assert view.examples_shown == [False, True] and view.no_examples.visible is False
+    assert view.box == pytest.approx(0.4)  # the everyday model's validated box threshold
+    assert view.session.explanation.model_name == EVERYDAY_MODEL
+    assert view.payload["model"] == EVERYDAY_MODEL and view.payload["view"]["box_threshold"] == pytest.approx(0.4)
+    assert "Not made for this picture" not in view.payload["note"]
+    reply = Scripts(page).explain(Session(), upload, EVERYDAY_MODEL, 0.6, 0.4)
+    assert all(isinstance(reply.outputs[name], np.ndarray) for name in Scripts.NAMES)
 
 
-def explain_new_image(viewer, path, model_picked, model=TEACHING):
-    """What the page does with a new image: route it, then explain it with the routed model
-    (at its δ and box threshold when routed). Returns (route_upload's outputs, explain_image's)."""
-    routed = viewer.route_upload(path, model, model_picked)
-    if isinstance(routed[0], str):
-        model, box, delta = routed[0], routed[-2], routed[-1]
-    else:
-        box, delta = 0.2, 0.5
-    return routed, app.ScriptEvents(viewer, app.PageEvents(viewer)).explain(path, model, delta, box, "read")
-
-
-def test_the_page_opens_on_the_teaching_model_and_an_upload_goes_to_the_everyday_model(viewer, upload):
-    assert viewer.models()[0] == TEACHING and viewer.shelf.everyday() == EVERYDAY_MODEL
-    routed, outputs = explain_new_image(viewer, upload, model_picked=False)
-    assert all(isinstance(panel, np.ndarray) and panel.ndim == 3 for panel in outputs[1:5])
-    assert "Not made for this picture" not in outputs[STATUS]
-    model, about, teaching_examples, everyday_examples, no_examples, box, delta = routed
-    assert model == EVERYDAY_MODEL and delta == 0.6
-    assert EVERYDAY_MODEL in about and "1,000" not in about  # the stand-in knows its own few classes
-    assert everyday_examples["visible"] and not teaching_examples["visible"] and not no_examples["visible"]
-    assert box == pytest.approx(0.4)  # the everyday model's validated box threshold
-    assert outputs[0].explanation.model_name == EVERYDAY_MODEL
-
-
-def test_a_model_the_user_picked_keeps_an_upload_and_says_it_was_not_made_for_it(viewer, upload):
-    routed, outputs = explain_new_image(viewer, upload, model_picked=True)
-    assert not any(isinstance(update, str) for update in routed)  # no model change
-    assert outputs[0].explanation.model_name == TEACHING
-    assert all(isinstance(panel, np.ndarray) for panel in outputs[1:5])
-    status = outputs[STATUS]
+def test_a_model_the_user_picked_keeps_an_upload_and_says_it_was_not_made_for_it(page, upload):
+    view = page.open_upload(Session(model_picked=True), upload, TEACHING, 0.5, 0.2, None)
+    assert view.model is KEEP and view.session.explanation.model_name == TEACHING
+    assert view.payload["note"].startswith("**Not made for this picture:**")  # what the page's status line shows
+    reply = Scripts(page).explain(Session(model_picked=True), upload, TEACHING, 0.5, 0.2)
+    assert all(isinstance(reply.outputs[name], np.ndarray) for name in Scripts.NAMES)
+    status = reply.outputs["status"]
     assert (f"**Not made for this picture:** this model knows only {len(example_class_names())} synthetic bird "
             "classes") in status and "try the everyday model" in status
-    _, payload, *_ = app.PageEvents(viewer).explain_image(upload, TEACHING, 0.5, 0.2)
-    assert payload["note"].startswith("**Not made for this picture:**")  # what the page's status line shows
 
 
-def test_the_everyday_models_examples_are_its_photos_with_their_true_class(viewer):
-    groups = viewer.examples.for_model(viewer.shelf.class_names(EVERYDAY_MODEL))
-    assert [viewer.examples.groups[g].folder for g in groups] == [EVERYDAY]
-    assert viewer.examples.for_model(viewer.shelf.class_names(TEACHING)) == [0]
-    cat = viewer.example_files[groups[0]][0]
-    _, outputs = explain_new_image(viewer, cat, model_picked=False, model=EVERYDAY_MODEL)
-    assert outputs[0].explanation.model_name == EVERYDAY_MODEL and "true class: tabby" in outputs[STATUS]
-    assert "Not made for this picture" not in outputs[STATUS]
-    assert all(isinstance(panel, np.ndarray) for panel in outputs[1:5])
+def test_the_everyday_models_examples_are_its_photos_with_their_true_class(page):
+    groups = page.examples_for(EVERYDAY_MODEL)
+    assert [page.examples.groups[g].folder for g in groups] == [EVERYDAY]
+    assert page.examples_for(TEACHING) == [0]
+    view = page.open_example(Session(), groups[0], 0, EVERYDAY_MODEL, 0.6, 0.4, None)
+    assert view.image == page.example_files[groups[0]][0]
+    assert view.session.explanation.model_name == EVERYDAY_MODEL and "true class: tabby" in view.payload["caption"]
+    assert "Not made for this picture" not in view.payload["note"]
+
+
+def test_an_example_click_is_answered_from_what_the_page_computed_at_start_up(page):
+    hits = page.answers.hits
+    first = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4, None)
+    again = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4, None)
+    assert page.answers.hits == hits + 2, "both clicks found the example precomputed"
+    assert first.payload is again.payload and first.session.explanation is again.session.explanation
 
 
 def test_every_shipped_everyday_photo_has_a_licence_line():
@@ -106,13 +99,13 @@ def test_every_shipped_everyday_photo_has_a_licence_line():
         assert "public domain" in entry or "CC0" in entry, photo.name
 
 
-def test_the_everyday_models_cam_baseline_is_its_own_branch_a(viewer):
+def test_the_everyday_models_cam_baseline_is_its_own_branch_a(page):
     baseline = f"{EVERYDAY_MODEL}{BRANCH_A}"
-    assert viewer.baseline_choices(EVERYDAY_MODEL)["choices"] == [baseline]
-    _, outputs = explain_new_image(viewer, viewer.example_files[1][1], model_picked=False, model=EVERYDAY_MODEL)
-    cache, picture = viewer.comparison(outputs[0], outputs[0].explanation, baseline)
+    assert page.baseline_choices(EVERYDAY_MODEL).choices == [baseline]
+    view = page.open_example(Session(), 1, 1, EVERYDAY_MODEL, 0.6, 0.4, baseline)
+    session, picture = page.comparison(view.session, view.session.explanation, baseline)
     assert isinstance(picture, np.ndarray)
-    cam, acol = cache.baseline.output, cache.explanation.output
+    cam, acol = session.baseline.output, session.explanation.output
     assert cam.logits[0].shape == acol.logits[0].shape and len(cam.logits) == 1
     assert torch.allclose(cam.localization_maps[0], acol.localization_maps[0])  # the same branch A, shared
-    assert viewer.shelf[baseline].model.heads[0] is viewer.shelf[EVERYDAY_MODEL].model.heads[0]
+    assert page.shelf[baseline].model.heads[0] is page.shelf[EVERYDAY_MODEL].model.heads[0]

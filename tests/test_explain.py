@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from acol.drawing import (DISPLAY_SIDE, ERASED_COLOR, compare_picture, feature_cell, four_panel_figure,
+from acol.drawing import (DISPLAY_SIDE, compare_picture, feature_cell, four_panel_figure,
                           overlay_mask, page_pictures, render_panels, sweep_strip)
 from acol.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, resolve_class, top_classes
 from acol.explain_command import main
-from acol.serving import ExampleImages, ViewerCache
+from acol.shelf import ExampleImages, content_digest
+from acol.style import ERASED_COLOR, ERASED_OPACITY
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +62,14 @@ def test_the_erased_mask_is_drawn_blocky_at_feature_resolution():
     drawn = overlay_mask(picture, mask).astype(int)
     cell = drawn[11:20, 21:30]
     assert (cell == cell[0, 0]).all(), "an erased cell is painted as one flat block"
-    assert cell[0, 0, 2] > cell[0, 0, 0], "in the erased colour"
+    assert np.abs(cell[0, 0] - (128 * (1 - ERASED_OPACITY) + ERASED_COLOR * ERASED_OPACITY)).max() <= 1, \
+        "washed out in the erased colour"
     assert (drawn[1:10, 1:10] == 128).all(), "kept cells keep the picture"
     assert (drawn[10, :] != 128).all() and (drawn[:, 10] != 128).all(), "the feature grid is drawn"
     everywhere_else = np.ones((40, 80), bool)
     everywhere_else[10:20, 20:30] = False
-    assert not (np.abs(drawn - (128 * 0.3 + ERASED_COLOR * 0.7)).sum(-1) < 2)[everywhere_else].any()
+    assert not (np.abs(drawn - (128 * (1 - ERASED_OPACITY) + ERASED_COLOR * ERASED_OPACITY)).sum(-1) < 2)[
+        everywhere_else].any()
 
 
 def test_the_erased_panel_matches_the_models_mask(acol_explainer):
@@ -142,10 +145,9 @@ def test_sweep_strip_and_cam_comparison(acol_explainer, cam_explainer):
     explanation = acol_explainer.explain(noise_image(), true_boxes=[[10, 10, 60, 50]])
     strip = sweep_strip(acol_explainer.sweep(explanation, deltas=(0.3, 0.6, 0.9)))
     assert strip.ndim == 3 and strip.shape[1] > 3 * strip.shape[0] // 2
-    cache = ViewerCache(explanation).with_baseline(cam_explainer)
-    assert cache.baseline.target_class == explanation.target_class
-    assert cache.with_baseline(cam_explainer).baseline is cache.baseline, "a cached baseline is reused"
-    picture = compare_picture(cache.baseline, explanation, 0.39, 0.66)
+    baseline = cam_explainer.explain(explanation.image, explanation.true_boxes, explanation.target_class)
+    assert baseline.target_class == explanation.target_class
+    picture = compare_picture(baseline, explanation, 0.39, 0.66)
     assert picture.ndim == 3 and picture.shape[1] > 2 * explanation.display.shape[1]
 
 
@@ -242,9 +244,13 @@ def test_examples_know_their_true_boxes_by_content(tmp_path):
     assert len(examples.paths) == 2
     copy = tmp_path / "uploaded_copy.png"
     copy.write_bytes((folder / "a.png").read_bytes())
-    assert np.array_equal(examples.true_boxes(copy), [[1, 2, 30, 40]])
-    assert examples.true_class(copy) == "red" and examples.true_class(tmp_path / "examples" / "b.png") == "blue"
-    assert examples.true_boxes(folder / "b.png") is None
+    example = examples.find(content_digest(copy))
+    assert np.array_equal(example.true_boxes, [[1, 2, 30, 40]]) and example.label == "red"
+    unboxed = examples.find(content_digest(folder / "b.png"))
+    assert unboxed.label == "blue" and unboxed.true_boxes.shape == (0, 4)
+    assert examples.find(content_digest(tmp_path / "uploaded_copy.png")).group == 0
+    noise_image(seed=2).save(tmp_path / "mine.png")
+    assert examples.find(content_digest(tmp_path / "mine.png")) is None, "an upload is no example"
 
 
 def test_examples_from_a_cub_layout_root(tmp_path):
@@ -256,8 +262,8 @@ def test_examples_from_a_cub_layout_root(tmp_path):
         (tmp_path / name).write_text(text + "\n")
     examples = ExampleImages([tmp_path])
     assert examples.paths == [str(tmp_path / "images" / "001.Red_Bird" / "r.jpg")]
-    assert np.array_equal(examples.true_boxes(examples.paths[0]), [[5, 6, 25, 36]])
-    assert examples.true_class(examples.paths[0]) == "Red Bird"
+    example = examples.find(content_digest(examples.paths[0]))
+    assert np.array_equal(example.true_boxes, [[5, 6, 25, 36]]) and example.label == "Red Bird"
     assert examples.groups[0].belongs_to(["Blue Bird", "Red Bird"]) and not examples.groups[0].belongs_to(["Blue Bird"])
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from acol import box_from_map, box_iou, boxes_from_map, upsample_maps
-from acol.maps import boxes_at_thresholds, cut_map, score_map
+from acol.maps import boxes_at_thresholds, cut_map, largest_region_boxes, quantized_map, score_map
 
 
 def two_blobs():
@@ -52,6 +52,13 @@ def test_upsampling_keeps_leading_dimensions_and_the_peak_location():
     assert row < 8 and col >= 30
 
 
+def test_upsampling_is_pytorchs_bicubic_resize():
+    torch.manual_seed(0)
+    for small, size in ((torch.rand(3, 14, 14), (256, 384)), (torch.rand(2, 5, 7), (3, 40)), (torch.rand(1, 1, 6), (9, 2))):
+        expected = torch.nn.functional.interpolate(small[:, None], size=size, mode="bicubic", align_corners=False)[:, 0]
+        assert torch.allclose(upsample_maps(small, size), expected, atol=1e-5)
+
+
 def test_a_map_whose_minimum_is_not_zero_is_renormalized_before_the_cut():
     # A fused map: max of two normalized maps, so nothing is below 0.4 here.
     scores = np.full((4, 6), 0.4, dtype=np.float32)
@@ -96,3 +103,24 @@ def box_from_map_one_cut(scores, threshold):
         return np.zeros(4, dtype=np.float32)
     rows, cols = np.nonzero(labels == 1 + np.bincount(labels.ravel())[1:].argmax())
     return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float32)
+
+
+def test_boxes_of_many_maps_at_many_levels_at_once_are_the_boxes_cut_one_at_a_time():
+    """Noise (hundreds of regions, equal sizes: the first in raster order wins), smooth maps,
+    a map with one pixel above the rest, and levels in any order, repeated, empty."""
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    maps = [score_map(torch.rand(6, 9), (37, 51)), score_map(torch.randn(12, 12).cumsum(1), (40, 33)),
+            rng.random((23, 31)).astype(np.float32), (rng.random((20, 20)) > 0.5).astype(np.float32)]
+    spike = np.zeros((20, 20), np.float32)
+    spike[7, 3] = 1
+    maps.append(spike)
+    thresholds = [0.0, 0.5, 0.05, 0.5, 0.31, 0.99, 1.0, 0.7]
+    for scores in maps:
+        expected = np.stack([box_from_map_one_cut(scores, t) for t in thresholds])
+        quantized = quantized_map(scores)
+        boxes = largest_region_boxes(np.stack([quantized, quantized]), [int(t * 255) for t in thresholds])
+        assert np.array_equal(boxes[0], expected) and np.array_equal(boxes[1], expected)
+    together = largest_region_boxes(np.stack([quantized_map(maps[3]), quantized_map(spike)]), [0, 127])
+    assert together[1].tolist() == [[3, 7, 4, 8]] * 2, "one map's regions never join another's"
+    assert np.array_equal(together[0], np.stack([box_from_map_one_cut(maps[3], t) for t in (0.0, 0.5)]))

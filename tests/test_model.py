@@ -207,13 +207,14 @@ def test_the_stride_8_cut_keeps_only_the_stages_it_returns_and_matches_the_full_
 
 
 @pytest.mark.parametrize("head", ["linear", "paper"])
-def test_erased_class_maps_are_the_heads_on_each_erased_copy_of_the_features(head):
+def test_the_erased_branch_is_the_head_on_each_erased_copy_of_the_features(head):
     model = ACoL(create_backbone("tiny"), 5, head=head, head_width=16).eval()
     with torch.no_grad():  # a linear head's bias must matter: erased cells take it
         model.heads[1].class_layer.bias.copy_(torch.linspace(-2, 2, 5))
     features = torch.rand(1, 64, 6, 6) - 0.3  # some negative: the ReLU must see them
     masks = torch.rand(4, 6, 6) > 0.5
     with torch.no_grad():
-        batched = model.erased_class_maps(features, masks)
+        maps, logits = model.erased_branch(features, masks, target_class=3)
         one_by_one = torch.cat([model.heads[1](features * ~mask) for mask in masks])
-    torch.testing.assert_close(batched, one_by_one)
+    torch.testing.assert_close(maps, one_by_one[:, 3])
+    torch.testing.assert_close(logits, one_by_one.mean((2, 3)))

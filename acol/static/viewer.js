@@ -73,7 +73,7 @@ function overlayMap(cells, range) {
   return out;
 }
 
-// acol.drawing.overlay_mask: erased cells painted as whole blocks, the feature grid half-way to grey.
+// acol.drawing.overlay_mask: erased cells washed out as whole blocks, the feature grid half-way to grey.
 function overlayMask(cells) {
   const {width, height, grid: [rows, cols], erased_color: color, erased_opacity: opacity} = view.payload;
   const photo = view.photo.data, out = new ImageData(width, height);
@@ -232,8 +232,11 @@ async function load(payload) {
   draw();
 }
 
-// The colour key under the panels: the colour map from 0 to 1.
+// The colour key under the panels: the colour map from 0 to 1, and the erased and kept cells.
 function drawKey() {
+  for (const [name, rgb] of Object.entries(view.payload.swatches)) {
+    element.querySelector(`[data-swatch="${name}"]`).style.background = `rgb(${rgb.join(",")})`;
+  }
   const key = element.querySelector("canvas[data-key]"), context = key.getContext("2d");
   for (let x = 0; x < key.width; x++) {
     const value = Math.round(255 * x / (key.width - 1));

@@ -1,0 +1,534 @@
+"""The viewer's page without Gradio: what each event computes, and what the page then shows.
+
+    app.py: layout, wiring ----> Page.open_upload / open_example / choose_model / choose_class /
+            (a View becomes        toggle_cell / open_tab / export       -> View: what changes
+             Gradio updates)     Scripts.explain / set_erase_threshold ... -> the scripts' pictures
+                                   |
+                                   +-- route: an upload goes to the everyday model unless the user
+                                   |   picked a model; a model shown a picture it was not made for
+                                   |   says so (acol.answers.page_note)
+                                   +-- answers (acol.answers): one explanation and payload per
+                                       request, computed once on the model's device and shared
+
+A ``Session`` is one browser tab's memory (Gradio keeps it in a ``gr.State``): the explanation
+shown, with the features a class change or a hand-made mask reuses, and the CAM baseline's.
+Every page event returns a ``View``: only the fields it sets change on the page (``KEEP``
+elsewhere). The page precomputes, on the CPU at start-up, the first view and every bundled
+example at its model's own δ and box threshold, so clicking an example costs the server a cache
+lookup; then the models move to their device.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .answers import Answer, AnswerCache, ModelRunner, page_note, request_key, script_views
+from .checkpoint import CheckpointError
+from .data import ImageLoadError, load_rgb_image
+from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
+from .explain import Explanation, check_cell, lesson_strength, top_classes
+from .payload import snapped
+from .serving import RequestTimeout, call_with_timeout
+from .shelf import CheckpointShelf, ExampleImages, content_digest
+
+STATIC = Path(__file__).resolve().parent / "static"
+CACHE_BYTES = 256 << 20       # the shared answers' memory bound (ACOL_CACHE_MB in app.py)
+REQUEST_TIMEOUT_S = 20.0      # decoding and explaining one upload (ACOL_REQUEST_TIMEOUT in app.py)
+
+
+def page_text(name: str) -> str:
+    """One of the page's texts, CSS or templates, kept beside viewer.js in ``acol/static``."""
+    return (STATIC / name).read_text()
+
+
+def own_or(own: tuple, current: tuple) -> tuple:
+    """A model's own settings where it has them (not None), else the page's current ones."""
+    return tuple(current_value if own_value is None else own_value for own_value, current_value in zip(own, current))
+
+
+class Keep:
+    """An output a View leaves as it is (Gradio: ``gr.skip()``)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = Keep()
+
+
+@dataclass
+class Update:
+    """New properties of a control; None leaves one as it is (Gradio: ``gr.update(...)``)."""
+
+    value: object = KEEP
+    choices: list | None = None
+    visible: bool | None = None
+    interactive: bool | None = None
+
+    def changes(self) -> dict:
+        fields_ = {"value": self.value, "choices": self.choices, "visible": self.visible,
+                   "interactive": self.interactive}
+        return {key: value for key, value in fields_.items() if value is not None and value is not KEEP}
+
+
+@dataclass
+class Session:
+    """One browser tab's memory between events."""
+
+    explanation: Explanation | None = None  # what the page shows (δ-erased, or by hand)
+    baseline: Explanation | None = None     # the CAM baseline's explanation of the same image and class
+    open_tab: str = "read"                  # whose picture follows the page: "read" (none), "sweep", "compare"
+    model_picked: bool = False              # did the user choose a model? if not, uploads go to the everyday model
+
+
+@dataclass
+class View:
+    """What an event changes on the page: every field left at KEEP stays as it is."""
+
+    session: Session
+    image: object = KEEP         # the picture in the image box (an example's file), or None
+    model: object = KEEP         # the Model dropdown's value (an upload routed to the everyday model)
+    about: object = KEEP         # the model's description
+    examples_shown: object = KEEP  # per example group, whether it is shown (list of bools)
+    no_examples: object = KEEP   # Update of the note shown instead of examples
+    box: object = KEEP           # the box threshold slider
+    delta: object = KEEP         # Update of the δ slider
+    payload: object = KEEP       # what the viewer draws (acol.payload), or {"message": ...}
+    classes: object = KEEP       # Update of the class dropdown
+    baselines: object = KEEP     # Update of the CAM baseline dropdown
+    sweep: object = KEEP         # the "Delta sweep" tab's picture
+    comparison: object = KEEP    # the "Compare with CAM" tab's picture
+    answer: Answer | None = None  # not shown: the answer the payload came from (the scripts draw it)
+
+
+@dataclass
+class FirstView:
+    """What the page is built with, so it shows a worked example before any click."""
+
+    model: str
+    image: str | None
+    session: Session
+    payload: dict
+    classes: Update
+    about: str
+    delta: float
+    box: float
+
+
+class Page:
+    """The page's logic over a shelf of checkpoints and example folders."""
+
+    def __init__(self, shelf: CheckpointShelf, examples: ExampleImages, device="cpu", cache_bytes: int = CACHE_BYTES,
+                 warn=lambda message: None, request_timeout_s: float = REQUEST_TIMEOUT_S):
+        self.shelf, self.examples, self.warn = shelf, examples, warn
+        self.request_timeout_s = request_timeout_s
+        self.runner = ModelRunner(shelf.to("cpu").load_all())
+        self.answers = AnswerCache(cache_bytes)
+        self.exports = tempfile.TemporaryDirectory(prefix="acol-exports-")  # removed when the server exits
+        # Each example group's files as the page holds them (Gradio's copies, set by the layout):
+        # a callback may hand the page only those, not the folders' own paths.
+        self.example_files: list[list[str]] = [list(group.paths) for group in examples.groups]
+        self.first = self.first_view()
+        self.precompute_examples()
+        shelf.to(device)
+
+    # ------------------------------------------------------------------------------------------
+    # What the page offers
+
+    def models(self) -> list[str]:
+        """The Model dropdown's choices: ACoL models first, the teaching one (the model made for
+        the first example folder, the bundled synthetic pictures) first of all."""
+        return self.shelf.names(self.examples.groups[0].class_names if self.examples.groups else None)
+
+    def examples_for(self, model_name) -> list[int]:
+        """The example groups made for a model."""
+        return self.examples.for_model(self.shelf.class_names(model_name))
+
+    def no_examples(self, model_name) -> str:
+        """The note shown instead of examples when none was made for the model."""
+        try:
+            known = self.shelf[model_name].known_classes
+        except CheckpointError:
+            known = "classes"
+        return f"No examples for this model here: **upload a photo** of one of its {known} (or paste one)."
+
+    def about(self, model_name) -> str:
+        """The chosen model's own description, from its checkpoint."""
+        try:
+            explainer = self.shelf[model_name]
+        except CheckpointError as error:
+            return f"**{model_name}** cannot be loaded: {error}"
+        kind = "ACoL, two branches" if explainer.is_acol else "CAM, one branch"
+        return f"**This model: {model_name}** ({kind}, {explainer.known_classes}). {explainer.description}"
+
+    def baseline_choices(self, model_name) -> Update:
+        """The CAM baseline dropdown's choices for a model, the first one chosen."""
+        baselines = self.shelf.baselines_for(model_name)
+        return Update(choices=baselines, value=next(iter(baselines), None))
+
+    def defaults(self, model_name) -> tuple[float | None, float | None]:
+        """A model's own δ and validated box threshold (None, None for a file that cannot load)."""
+        try:
+            explainer = self.shelf[model_name]
+        except CheckpointError:
+            return None, None
+        return explainer.model.erase_threshold, explainer.default_box_threshold
+
+    def route(self, digest: str | None, model_name: str, model_picked: bool) -> str:
+        """The model that explains a new picture: the chosen one if the user picked it or the
+        picture is one of its examples; otherwise (an upload while the page's first model is
+        shown, say) the everyday model, made for any photo."""
+        everyday = self.shelf.everyday()
+        if model_picked or everyday is None or digest is None:
+            return model_name
+        example = self.examples.find(digest)
+        return model_name if example is not None and example.group in self.examples_for(model_name) else everyday
+
+    def with_model(self, view: View, model_name: str) -> View:
+        """``view`` showing a model's page: its description, its examples (or the note that it has
+        none), its δ and box threshold."""
+        groups = self.examples_for(model_name)
+        delta, box = self.defaults(model_name)
+        return replace(view, model=model_name, about=self.about(model_name),
+                       examples_shown=[index in groups for index in range(len(self.example_files))],
+                       no_examples=Update(value=self.no_examples(model_name), visible=not groups),
+                       box=KEEP if box is None else box, delta=KEEP if delta is None else Update(value=delta))
+
+    # ------------------------------------------------------------------------------------------
+    # Answers: computed once, shared
+
+    def answer_file(self, path: str, digest: str, model_name: str, delta: float, box: float) -> Answer:
+        """The picture in the file at ``path`` explained (decoded and run within the request time
+        limit); raises ImageLoadError, CheckpointError or RequestTimeout."""
+        explainer = self.shelf[model_name]
+        example = self.examples.find(digest)
+
+        def compute():
+            return call_with_timeout(self.request_timeout_s, lambda: self.runner.run(
+                "explain", model_name, load_rgb_image(path), true_boxes=None if example is None else example.true_boxes,
+                true_class=None if example is None else example.label, digest=digest, delta=snapped(delta),
+                box_threshold=box))
+        return self.answers.get(request_key(digest, model_name, None, snapped(delta) if explainer.is_acol else None, box),
+                                compute)
+
+    def answer_again(self, explanation: Explanation, target_class: int, delta: float, box: float | None) -> Answer:
+        """The explained picture at another class or δ, erased by δ (cached by the image's content)."""
+        is_acol = explanation.num_branches > 1
+        key = request_key(explanation.image_digest, explanation.model_name, target_class,
+                          delta if is_acol else None, box)
+        compute = lambda: self.runner.run("reexplain", explanation.model_name, explanation, target_class=target_class,
+                                          delta=delta, box_threshold=box)
+        return self.answers.get(key, compute) if explanation.image_digest else compute()
+
+    def shown(self, session: Session, delta: float, by_hand: bool) -> Explanation | None:
+        """The explanation the page shows: the session's when it holds the hand-made mask the page
+        shows, else the session's image erased at the page's δ (which moved in the browser)."""
+        explanation = session.explanation
+        if explanation is None or explanation.num_branches == 1 or by_hand and explanation.erased_by_hand:
+            return explanation
+        if explanation.erased_by_hand or explanation.erase_threshold != snapped(delta):
+            return self.answer_again(explanation, explanation.target_class, snapped(delta), None).explanation
+        return explanation
+
+    def precompute_examples(self) -> None:
+        """Every example of every model it belongs to, at the model's own δ and box threshold."""
+        for model_name in self.shelf.names():
+            delta, box = self.defaults(model_name)
+            for group in self.examples_for(model_name) if delta is not None else ():
+                for path in self.example_files[group]:
+                    try:
+                        self.answer_file(path, content_digest(path), model_name, delta, box)
+                    except (ImageLoadError, RequestTimeout):
+                        pass  # said when clicked
+
+    # ------------------------------------------------------------------------------------------
+    # The page's events
+
+    def first_view(self) -> FirstView:
+        """The first model (the teaching one) on the one of its examples that tells ACoL's story
+        best (``lesson_strength``; the first example when none does), at its own δ and box."""
+        model = self.models()[0]
+        delta, box = self.defaults(model)
+        groups = self.examples_for(model)
+        paths = self.example_files[groups[0]] if groups and delta is not None else []
+        answered = []
+        for path in paths:
+            try:
+                answered.append((path, self.answer_file(path, content_digest(path), model, delta, box)))
+            except (ImageLoadError, RequestTimeout):
+                pass
+        if not answered:
+            return FirstView(model, None, Session(), {"message": self.no_examples(model)}, Update(choices=[], value=None),
+                             self.about(model), delta or 0.5, box or 0.2)
+        # max() keeps the first of equals: with no example telling the story, the first example.
+        path, answer = max(answered, key=lambda pair: lesson_strength(pair[1].explanation))
+        return FirstView(model, path, Session(answer.explanation), answer.payload, self.class_choices(answer.explanation),
+                         self.about(model), delta, box)
+
+    def open_upload(self, session: Session, path, model_name, delta, box, baseline, by_hand=False) -> View:
+        """A picture the user uploaded or pasted (None: the image box was cleared)."""
+        digest = None if path is None else content_digest(path)
+        routed = self.route(digest, model_name, session.model_picked)
+        view = View(session)
+        if routed != model_name:
+            view = self.with_model(view, routed)
+            delta, box = self.defaults(routed)
+        return self.explained(view, path, digest, routed, delta, box, baseline)
+
+    def open_example(self, session: Session, group: int, index, model_name, delta, box, baseline) -> View:
+        """A click on one of a group's examples: it becomes the image, explained by the model shown."""
+        if index is None:
+            return View(session)
+        path = self.example_files[group][int(index)]
+        return self.explained(View(session, image=path), path, content_digest(path), model_name, delta, box, baseline)
+
+    def choose_model(self, session: Session, path, model_name, delta, box, baseline) -> View:
+        """The user chose a model: its page, and the image explained by it, unless the image is an
+        example made for another model (or there is none): then the model's first example (or,
+        with none, a note asking for a photo)."""
+        view = self.with_model(View(replace(session, model_picked=True)), model_name)
+        delta, box = own_or(self.defaults(model_name), (delta, box))
+        groups = self.examples_for(model_name)
+        digest = None if path is None else content_digest(path)
+        example = self.examples.find(digest)
+        if (example is not None and example.group not in groups) or path is None:
+            path = self.example_files[groups[0]][0] if groups else None
+            digest = None if path is None else content_digest(path)
+            view.image = path
+        return self.explained(view, path, digest, model_name, delta, box, baseline)
+
+    def explained(self, view: View, path, digest, model_name, delta, box, baseline) -> View:
+        """``view`` with the picture at ``path`` explained by ``model_name``: its payload, classes,
+        baselines and δ slider, and the open tab's picture."""
+        if path is None:
+            message = (self.no_examples(model_name) if view.image is None and view.model is not KEEP
+                       else "Upload or paste an image, or click an example.")
+            return replace(view, session=replace(view.session, explanation=None, baseline=None),
+                           payload={"message": message}, classes=Update(choices=[], value=None))
+        try:
+            answer = self.answer_file(path, digest, model_name, delta, box)
+        except (ImageLoadError, CheckpointError, RequestTimeout) as error:
+            problem = str(error).replace(str(path), Path(path).name)  # never the server's paths
+            self.warn(problem)
+            return replace(view, session=replace(view.session, explanation=None, baseline=None),
+                           payload={"message": f"**Cannot explain this:** {problem}"},
+                           classes=Update(choices=[], value=None))
+        explanation = answer.explanation
+        delta_slider = view.delta if isinstance(view.delta, Update) else Update()
+        delta_slider.interactive = explanation.num_branches > 1
+        view = replace(view, session=replace(view.session, explanation=explanation, baseline=None), answer=answer,
+                       payload=answer.payload, classes=self.class_choices(explanation),
+                       baselines=self.baseline_choices(model_name), delta=delta_slider)
+        return self.with_open_tab(view, view.baselines.value, delta, by_hand=False)
+
+    def choose_class(self, session: Session, class_index, delta, box, baseline) -> View:
+        """The same picture explained for another class, erased by δ."""
+        if session.explanation is None or class_index is None:
+            return View(session)
+        answer = self.answer_again(session.explanation, int(class_index), snapped(delta), box)
+        view = View(replace(session, explanation=answer.explanation), payload=answer.payload)
+        return self.with_open_tab(view, baseline, delta, by_hand=False)
+
+    def toggle_cell(self, session: Session, row, col, delta, box, by_hand, baseline) -> View:
+        """Erase feature cell (row, col) for branch B by hand, or restore it, starting from the
+        mask the page shows; the hand-made mask lives in this session only."""
+        shown = self.shown(session, delta, by_hand)
+        if shown is None or row is None or col is None:
+            return View(session)
+        try:
+            check_cell(shown, int(row), int(col))
+        except ValueError as error:
+            self.warn(str(error))
+            return View(session)
+        answer = self.runner.run("toggle_cell", shown.model_name, shown, int(row), int(col), delta=snapped(delta),
+                                 box_threshold=box)
+        view = View(replace(session, explanation=answer.explanation), payload=answer.payload)
+        return self.with_open_tab(view, baseline, delta, by_hand=True)
+
+    def open_tab(self, session: Session, tab: str, baseline, delta, by_hand) -> View:
+        """A tab under the views was opened (or its baseline changed): draw its picture, and keep
+        it following the page."""
+        return self.with_open_tab(View(replace(session, open_tab=tab)), baseline, delta, by_hand)
+
+    def with_open_tab(self, view: View, baseline, delta, by_hand) -> View:
+        """``view`` with the open tab's picture drawn (each costs about as much as the panels, so
+        a closed tab's is not)."""
+        session = view.session
+        if session.open_tab == "sweep":
+            return replace(view, sweep=self.sweep(session.explanation))
+        if session.open_tab == "compare":
+            session, picture = self.comparison(session, self.shown(session, delta, by_hand), baseline)
+            return replace(view, session=session, comparison=picture)
+        return view
+
+    def sweep(self, explanation: Explanation | None):
+        """The "Delta sweep" tab's picture."""
+        if explanation is None:
+            return None
+        if explanation.num_branches == 1:
+            return placeholder("A one-branch CAM model erases nothing: no sweep.", (640, 120))
+        return sweep_strip(self.runner.run("sweep", explanation.model_name, explanation))
+
+    def comparison(self, session: Session, explanation: Explanation | None, baseline_name) -> tuple[Session, object]:
+        """(session, picture): the CAM baseline's map beside ``explanation``'s fused map (the
+        baseline's computed once per image and class), each boxed at its own checkpoint's
+        validated box threshold."""
+        if explanation is None:
+            return session, None
+        if explanation.num_branches == 1:
+            return session, placeholder("This is a CAM model: pick an ACoL model\nto compare with it.", (640, 120))
+        if not baseline_name:
+            return session, placeholder(f"No CAM checkpoint with the same classes\nin {self.shelf.folder}.", (640, 120))
+        try:
+            baseline = self.shelf[baseline_name]
+        except CheckpointError as error:
+            self.warn(str(error))
+            return session, None
+        known = session.baseline
+        if known is None or known.model_name != baseline_name or known.target_class != explanation.target_class \
+                or known.image_digest != explanation.image_digest or known.image is not explanation.image:
+            known = self.runner.run("explain", baseline_name, explanation.image, true_boxes=explanation.true_boxes,
+                                    true_class=explanation.true_class, digest=explanation.image_digest,
+                                    target_class=explanation.target_class).explanation
+        picture = compare_picture(known, explanation, baseline.default_box_threshold,
+                                  self.shelf[explanation.model_name].default_box_threshold)
+        return replace(session, baseline=known), picture
+
+    def export(self, session: Session, delta, box, by_hand) -> str | None:
+        """The four-panel figure of what the page shows, as a PNG file to download."""
+        return self.figure_file(self.shown(session, delta, by_hand), box)
+
+    def figure_file(self, explanation: Explanation | None, box) -> str | None:
+        """The four-panel figure of ``explanation`` as a PNG file to download."""
+        if explanation is None:
+            self.warn("Explain an image first.")
+            return None
+        name = re.sub(r"\W+", "_", explanation.class_names[explanation.target_class]).strip("_")
+        folder = tempfile.mkdtemp(dir=self.exports.name)  # one per export, so sessions never clash
+        return str(write_figure_png(render_panels(explanation, box), Path(folder) / f"acol_{name or 'class'}.png"))
+
+    @staticmethod
+    def class_choices(explanation: Explanation) -> Update:
+        """The class dropdown: branch A's top-5, the explained class chosen."""
+        return Update(choices=[(f"{name} ({probability:.0%})", index)
+                               for index, name, probability in top_classes(explanation)],
+                      value=explanation.target_class)
+
+
+# ----------------------------------------------------------------------------------------------
+# The scripts' endpoints: /explain and friends, four pictures each, as gradio_client had them
+
+
+@dataclass
+class ScriptReply:
+    """What a script's request gets: the session, and each output by name (KEEP: unchanged)."""
+
+    session: Session
+    outputs: dict = field(default_factory=dict)
+
+
+class Scripts:
+    """The endpoints scripts call (``gradio_client``), each returning pictures, as before the page
+    drew its own. The session is the one truth here: a δ is a request. They share the page's
+    answers: a script uploading a bundled example is answered from the cache."""
+
+    NAMES = ("branch-a", "erased", "branch-b", "fused")
+
+    def __init__(self, page: Page):
+        self.page = page
+
+    def pictures(self, answer: Answer, box) -> dict:
+        pictures, status, verdict = script_views(answer, box)
+        return {**dict(zip(self.NAMES, pictures)), "status": status, "verdict": verdict}
+
+    def with_comparison(self, session: Session, explanation: Explanation, baseline, outputs: dict) -> ScriptReply:
+        """The comparison is drawn only while the script opened it (/compare)."""
+        if session.open_tab == "compare":
+            session, outputs["compared"] = self.page.comparison(session, explanation, baseline)
+        return ScriptReply(session, outputs)
+
+    def explain(self, session: Session, path, model_name, delta, box) -> ScriptReply:
+        view = self.page.explained(View(session), path, None if path is None else content_digest(path), model_name,
+                                   delta, box, None)
+        outputs = {"classes": view.classes, "baselines": view.baselines, "delta": view.delta}
+        if view.answer is None:
+            return ScriptReply(view.session, {**outputs, **dict.fromkeys(self.NAMES), "status": view.payload["message"],
+                                              "compared": None, "verdict": ""})
+        return self.with_comparison(view.session, view.answer.explanation, view.baselines.value,
+                                    {**outputs, **self.pictures(view.answer, box)})
+
+    def choose_model(self, session: Session, path, model_name, delta, box) -> ScriptReply:
+        page_view = self.page.with_model(View(session), model_name)
+        delta, box = own_or(self.page.defaults(model_name), (delta, box))
+        groups = self.page.examples_for(model_name)
+        example = None if path is None else self.page.examples.find(content_digest(path))
+        outputs = {"image": KEEP, "about": page_view.about, "examples_shown": page_view.examples_shown,
+                   "no_examples": page_view.no_examples, "box": page_view.box}
+        if (example is not None and example.group not in groups) or (path is None and groups):
+            outputs["image"] = self.page.example_files[groups[0]][0] if groups else None
+            return ScriptReply(session, {**outputs, "delta": Update(value=delta)})
+        reply = self.explain(session, path, model_name, delta, box)
+        reply.outputs["delta"] = Update(value=delta, interactive=getattr(reply.outputs.get("delta"), "interactive", None))
+        return ScriptReply(reply.session, {**outputs, **reply.outputs})
+
+    def redrawn(self, session: Session, answer: Answer, box, baseline) -> ScriptReply:
+        session = replace(session, explanation=answer.explanation)
+        return self.with_comparison(session, answer.explanation, baseline, self.pictures(answer, box))
+
+    def set_erase_threshold(self, session: Session, delta, box, baseline) -> ScriptReply:
+        explanation = session.explanation
+        if explanation is None or explanation.num_branches == 1:
+            return ScriptReply(session)
+        answer = self.page.answer_again(explanation, explanation.target_class, delta, box)
+        return self.redrawn(session, answer, box, baseline)
+
+    def toggle_cell(self, session: Session, row, col, box, baseline) -> ScriptReply:
+        """Erase or restore feature cell (row, col), starting from the mask the session holds."""
+        explanation = session.explanation
+        if explanation is None or row is None or col is None:
+            return ScriptReply(session)
+        try:
+            check_cell(explanation, int(row), int(col))
+        except ValueError as error:
+            self.page.warn(str(error))
+            return ScriptReply(session)
+        answer = self.page.runner.run("toggle_cell", explanation.model_name, explanation, int(row), int(col),
+                                      box_threshold=box)
+        return self.redrawn(session, answer, box, baseline)
+
+    def reset_mask(self, session: Session, box, baseline) -> ScriptReply:
+        """Back to erasing where A's map >= δ."""
+        explanation = session.explanation
+        if explanation is None or explanation.num_branches == 1:
+            return ScriptReply(session)
+        answer = self.page.answer_again(explanation, explanation.target_class, explanation.erase_threshold, box)
+        return self.redrawn(session, answer, box, baseline)
+
+    def set_class(self, session: Session, class_index, box, baseline) -> ScriptReply:
+        explanation = session.explanation
+        if explanation is None or class_index is None:
+            return ScriptReply(session)
+        answer = self.page.answer_again(explanation, int(class_index), explanation.erase_threshold, box)
+        return self.redrawn(session, answer, box, baseline)
+
+    def set_box_threshold(self, session: Session, box) -> ScriptReply:
+        explanation = session.explanation
+        if explanation is None:
+            return ScriptReply(session)
+        answer = Answer(explanation, None, page_note(self.page.shelf[explanation.model_name], explanation))
+        drawn = self.pictures(answer, box)
+        return ScriptReply(session, {"fused": drawn["fused"], "status": drawn["status"]})
+
+    def sweep(self, session: Session):
+        return self.page.sweep(session.explanation)
+
+    def compare(self, session: Session, baseline) -> ScriptReply:
+        """The comparison, and from now on it follows this session's requests."""
+        session, picture = self.page.comparison(replace(session, open_tab="compare"), session.explanation, baseline)
+        return ScriptReply(session, {"compared": picture})
+
+    def export(self, session: Session, box):
+        return self.page.figure_file(session.explanation, box)
