@@ -157,10 +157,12 @@ def largest_region_boxes(quantized: np.ndarray, levels) -> np.ndarray:
         level = np.repeat(lowest.astype(np.int64), how_many) + _ramps(how_many)
         at = np.repeat(at, how_many)
         return np.sort(at + height * span * ((at // (height * span)) * (count - 1) + level))
-    up, down = np.flatnonzero(rise > 0), np.flatnonzero(rise < 0)
+    crossing = np.flatnonzero(rise)
+    levels_crossed = rise[crossing].astype(np.int64)
+    up, down = crossing[levels_crossed > 0], crossing[levels_crossed < 0]
     # pair p lies between pixels p + p // span - 1 and p + p // span of the padded rows
-    starts = run_ends(up, flat[up + up // span], rise[up].astype(np.int64))
-    ends = run_ends(down, flat[down + down // span + 1], -rise[down].astype(np.int64))
+    starts = run_ends(up, flat[up + up // span], levels_crossed[levels_crossed > 0])
+    ends = run_ends(down, flat[down + down // span + 1], -levels_crossed[levels_crossed < 0])
     boxes = np.zeros((maps * count, 4), np.float32)
     if not len(starts):  # nothing above any level
         return boxes.reshape(maps, count, 4)[:, level_of]

@@ -125,8 +125,11 @@ def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) ->
     ``acol.drawing`` cuts it, with its IoU with the true box."""
     size = explanation.display.shape[:2]
     fused_resized = upsample_maps(fused, size)  # all states at once: two matrix products
-    fused_range = _ranges(fused_resized)
-    quantized = (normalize_maps(fused_resized) * 255).to(torch.uint8).cpu().numpy()  # maps.quantized_map's cut
+    low, high = fused_resized.amin((-2, -1), keepdim=True), fused_resized.amax((-2, -1), keepdim=True)
+    fused_range = torch.cat([low, high], -1).view(-1, 2).cpu().tolist()
+    # normalize_maps then maps.quantized_map, from the ranges in hand (a flat map marks nothing)
+    quantized = ((fused_resized - low) / (high - low).clamp_min(1e-12) * 255).to(torch.uint8)
+    quantized = torch.where(high > low, quantized, 0).cpu().numpy()
     boxes = largest_region_boxes(quantized, [int(threshold * 255) for threshold in thresholds])
     true_boxes = explanation.display_boxes()
     ious = (box_iou(boxes.reshape(-1, 4), true_boxes).amax(1).view(len(boxes), -1).tolist()

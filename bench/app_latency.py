@@ -7,6 +7,8 @@
 - new image: ``Explainer.explain`` (resize, normalize, backbone, every branch); budget 150 ms;
 - new image: the page's payload (``acol.payload``: every δ step's B, verdict and boxes), its
   size, and the four panels drawn by ``acol.drawing`` (what a script's /explain still gets);
+- an upload as the server answers it: the file decoded, explained and its payload made, nothing
+  cached (budget 150 ms at the checkpoint's own input size), and an example click (a cached answer);
 - ``--browser``: in headless Chromium on the page, a slider move (its `input` event) until the
   viewer has drawn it and until the next animation frame (the frame that shows it), a hovered
   cell the same way, and how many requests ten slider moves sent to the server;
@@ -15,7 +17,8 @@
   (the everyday model's 1,000 classes against the bird model's 50, say).
 
 Uses the shipped CUB ACoL checkpoint when present, else a random-init efficientnet_lite0 ACoL at
-224 px with head width 512 (the same architecture, so the same cost).
+224 px with head width 512 (the same architecture, so the same cost). The picture is a photo
+(``--photo``, default the bundled CC0 cat) or, with ``--photo noise``, smooth noise.
 """
 
 from __future__ import annotations
@@ -39,9 +42,12 @@ from acol import ACoL, create_backbone  # noqa: E402
 from acol.checkpoint import save_checkpoint  # noqa: E402
 from acol.drawing import page_pictures, render_panels  # noqa: E402
 from acol.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
+from acol.answers import AnswerCache, ModelRunner, request_key  # noqa: E402
+from acol.data import load_rgb_image  # noqa: E402
 from acol.payload import page_payload  # noqa: E402
 
-SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS = 30, 150
+SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS, UPLOAD_BUDGET_MS = 30, 150, 150
+PHOTO = REPO / "assets" / "everyday" / "chelsea.jpg"
 
 
 def median_ms(function, repeats: int) -> float:
@@ -69,6 +75,13 @@ def test_photo(path: Path) -> Path:
     coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
     Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC).save(path)
     return path
+
+
+class _OneModel(dict):
+    """A shelf of one explainer, for ``ModelRunner``."""
+
+    def __init__(self, explainer: Explainer):
+        super().__init__({explainer.name: explainer})
 
 
 def interleaved_median_ms(functions, repeats: int) -> list[float]:
@@ -148,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--browser", action="store_true", help="also time a slider move in headless Chromium")
     parser.add_argument("--against", default=None, help="another checkpoint to time a new image against")
-    parser.add_argument("--input-size", type=int, default=224,
-                        help="run the model at this size (the budgets are set at 224 px; 0 = the checkpoint's)")
+    parser.add_argument("--input-size", type=int, default=0,
+                        help="run the model at this size (0 = the checkpoint's own, what users get)")
+    parser.add_argument("--photo", default=str(PHOTO), help="the picture to explain ('noise': smooth noise)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         explainer = Explainer.from_checkpoint(checkpoint)
         if args.input_size:
             explainer = Explainer(explainer.model, {**explainer.config, "input_size": args.input_size}, explainer.name)
-        image = Image.open(test_photo(scratch / "photo.png")).convert("RGB")
+        photo = test_photo(scratch / "photo.png") if args.photo == "noise" else Path(args.photo)
+        image = load_rgb_image(photo)
         explanation = explainer.explain(image)
         deltas = iter(np.tile(np.linspace(0.3, 0.9, 13), 1000))
         print(f"{checkpoint.name}: input {explainer.config['input_size']} px, "
@@ -179,7 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         def payload():  # what the page gets instead: every slider step, drawn in the browser
             return page_payload(explanation, explainer.model, explainer.model.erase_threshold, 0.2)
 
-        rows = [("slider move: compute", median_ms(slider_move, args.repeats), SLIDER_BUDGET_MS),
+        runner = ModelRunner(_OneModel(explainer))
+        box = explainer.default_box_threshold
+
+        def upload():  # what the server does for an upload it has not seen: decode, explain, payload
+            return runner.run("explain", explainer.name, load_rgb_image(photo), delta=explainer.model.erase_threshold,
+                              box_threshold=box)
+        cache = AnswerCache(64 << 20)
+        key = request_key("a digest", explainer.name, None, explainer.model.erase_threshold, box)
+        cache.get(key, upload)
+
+        rows = [("upload: decode + explain + payload", median_ms(upload, args.repeats), UPLOAD_BUDGET_MS),
+                ("example click: cached answer", median_ms(lambda: cache.get(key, upload), args.repeats), None),
+                ("slider move: compute", median_ms(slider_move, args.repeats), SLIDER_BUDGET_MS),
                 ("slider move: compute + draw", median_ms(drawn(slider_move), args.repeats), None),
                 ("new image: compute", median_ms(new_image, args.repeats), NEW_IMAGE_BUDGET_MS),
                 ("new image: compute + draw", median_ms(drawn(new_image), args.repeats), None),
@@ -201,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = scratch / "checkpoints"
             folder.mkdir()
             (folder / checkpoint.name).symlink_to(checkpoint.resolve())
-            times = browser_times(folder, scratch / "photo.png", 10)
+            times = browser_times(folder, photo, 10)
             rows += [(f"browser: slider move -> {what}", times[f"slider {what}"], None) for what in ("drawn", "frame")]
             rows += [(f"browser: hover -> {what}", times[f"hover {what}"], None) for what in ("drawn", "frame")]
             print(f"  browser: {times['requests']} requests to the server over {times['moves']} slider moves "

@@ -3,18 +3,21 @@
     python bench/app_load.py [--users 1 4 16] [--moves 10] [--soak 300] [--compare-open] [--checkpoints DIR]
                              [--scripts]
 
-Each user opens their own session, uploads a different photo (CUB-50 test photos of distinct
-classes when ../shared/data/cub50 is there, else generated ones), then moves the δ slider
-``--moves`` times. The requests are the page's: an upload is /page_explain (the payload the
-browser draws every slider step from) and its /page_refresh_tabs follow-up; a slider move sends
-nothing (the browser draws it), so it is not timed. With ``--scripts`` users are gradio_client
-scripts instead: an upload is /explain (four pictures) and /sweep, a slider move one
+A class on one page: each user opens their own session; all N click the same bundled example at
+the same moment (the teaching model's first example), then all upload a different photo at the
+same moment (CUB-50 test photos of distinct classes when ../shared/data/cub50 is there, else
+generated ones; the page sends an upload to the everyday model), then move the δ slider
+``--moves`` times. The requests are the page's: a click is one /page_example_0 event, an upload
+one /page_explain event (each answers with the payload the browser draws every slider step
+from); a slider move sends nothing (the browser draws it), so it is not timed. With
+``--scripts`` users are gradio_client scripts instead: a click uploads the example's file to
+/explain, an upload is /explain (four pictures) and /sweep, a slider move one
 /set_erase_threshold, timed. With ``--compare-open`` every user has also opened the "Compare with
 CAM" tab (/compare), so every upload redraws the comparison too.
 
-Printed per N: requests/s, median and p95 latency of slider moves (until the new panels are
-back) and of uploads, errors, isolation errors (a reply that differs from what that user's image
-gave when it was alone on the server) and the server's peak memory. ``--soak`` then keeps all
+Printed per N and per kind of request: the median, p95 and slowest latency (from the moment all
+users fired to each reply), errors, isolation errors (a reply that differs from what that user's
+requests gave when alone on the server) and the server's peak memory. ``--soak`` then keeps all
 N users busy for that many seconds and prints the server's memory over time with its growth
 per request. Loopback only; bounded in users, requests and time. Linux (reads /proc).
 """
@@ -45,7 +48,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from gradio_client import Client, handle_file  # noqa: E402
 
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
-from acol.serving import CheckpointShelf  # noqa: E402
+from acol.shelf import CheckpointShelf, ExampleImages  # noqa: E402
 
 DELTAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # gradio_client opens two fresh httpx clients per request, and httpx builds a TLS context for
@@ -54,6 +57,12 @@ DELTAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # A browser sets TLS up once, so every user here shares one context (never used over http).
 SHARED_TLS = ssl.create_default_context()
 BOX_THRESHOLD = 0.2
+
+
+def example_file(group: int, index: int) -> Path:
+    """A bundled example's file, as the page lists it (assets/examples, in labels.csv's order)."""
+    folder = REPO / "assets" / ("examples" if group == 0 else "everyday")
+    return folder / (folder / "labels.csv").read_text().splitlines()[1 + index].split(",")[0]
 
 
 def photos(count: int, folder: Path) -> list[Path]:
@@ -120,6 +129,8 @@ class Server:
 class User:
     """One browser tab (or, ``scripts=True``, one gradio_client script): its own session, its own photo."""
 
+    example_settings = (0.5, 0.2)  # the sliders of a fresh page: the first model's δ and box threshold (main)
+
     def __init__(self, url: str, photo: Path, model: str, compare_open: bool = False, scripts: bool = False):
         # Replies name their pictures without fetching them: a browser fetches them in its own
         # process, while gradio_client would fetch them here, on the server's two cores.
@@ -129,22 +140,33 @@ class User:
         self.requests = 0
 
     def upload(self) -> str:
-        """The upload's status: the page's caption and B's verdicts (a script's status line)."""
+        """The upload's status: the page's caption and B's verdicts (a script's status line). The
+        page's request is one event (/page_explain: routed to the everyday model unless the user
+        picked one, explained, payload and open tab's picture); a script's is /explain and /sweep."""
         if self.scripts:
             *_, baselines, _, status, _, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
                                                               BOX_THRESHOLD, api_name="/explain")
             self.client.predict(api_name="/sweep")  # the page's follow-up
+            self.requests += 2
         else:
-            payload, _, baselines, _ = self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
-                                                           BOX_THRESHOLD, api_name="/page_explain")
-            status = " ".join([payload["caption"], *(step["verdict"] for step in payload["steps"])])
-            self.client.predict(baselines["value"], 0.6, False, api_name="/page_refresh_tabs")
+            status, baselines = page_reply(self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
+                                                               BOX_THRESHOLD, self.baseline, api_name="/page_explain"))
+            self.requests += 1
         self.baseline = baselines["value"]
-        self.requests += 2
         if self.compare_open and not self.opened:  # the user clicks the tab once; it stays open
             self.client.predict(self.baseline, api_name="/compare")
             self.opened, self.requests = True, self.requests + 1
         return status
+
+    def click_example(self, group: int = 0, index: int = 0) -> str:
+        """A click on a bundled example, as the page sends it: one event (/page_example_N) whose
+        answer the server computed at start-up; a script uploads the example's file instead."""
+        self.requests += 1
+        if self.scripts:
+            return self.client.predict(handle_file(str(example_file(group, index))), self.model, 0.6, BOX_THRESHOLD,
+                                       api_name="/explain")[-3]
+        return page_reply(self.client.predict(index, self.model, *self.example_settings, None,
+                                              api_name=f"/page_example_{group}"))[0]
 
     def move_slider(self, delta: float) -> tuple[str, float | None]:
         """The move's status line and its latency (until the new panels are back); on the page,
@@ -157,31 +179,52 @@ class User:
         return status, time.perf_counter() - started
 
 
+def page_reply(outputs) -> tuple[str, dict]:
+    """(status, baseline choices) of a page event's outputs (what gradio_client returns of
+    acol.page's View: image, model, about, note, box, δ, payload, classes, baseline, sweep,
+    comparison): the payload's caption and every δ step's verdict, which tell one image and model
+    from another."""
+    payload, baselines = outputs[6], outputs[8]
+    baselines = baselines if isinstance(baselines, dict) and "value" in baselines else {"value": None}
+    if "states" not in payload:
+        return payload["message"], baselines
+    return " ".join([payload["caption"], *(step["verdict"] for step in payload["steps"])]), baselines
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
 def session_script(user: User, moves: int) -> list[tuple[str, str]]:
-    """What the user does, as (request, status) pairs: an upload and then the slider moves."""
-    return [("upload", user.upload())] + [
+    """What the user does, as (request, status) pairs: an example click, an upload and then the
+    slider moves."""
+    return [("example", user.click_example()), ("upload", user.upload())] + [
         (f"δ={delta}", user.move_slider(delta)[0]) for delta in (DELTAS * moves)[:moves]]
 
 
 def run_users(server: Server, photos_: list[Path], model: str, moves: int, expected: dict,
               compare_open: bool, scripts: bool) -> dict:
-    """N users at once; each reply is compared with what its image gave alone."""
+    """N users at once: all click the same bundled example at the same moment, then all upload
+    their own photo at the same moment and move the slider; each reply is compared with what that
+    user's requests gave when alone on the server."""
     users = [User(server.url, photo, model, compare_open, scripts) for photo in photos_]
-    timings = {"upload": [], "slider": []}
+    timings = {"example": [], "upload": [], "slider": []}
     errors, isolation_errors = [], 0
     lock = threading.Lock()
+    together = threading.Barrier(len(users))
+
+    def timed(what: str, request):
+        together.wait()  # everyone at the same moment, as a class told "now click"
+        started = time.perf_counter()
+        reply = request()
+        with lock:
+            timings[what].append(time.perf_counter() - started)
+        return reply
 
     def act(user: User):
         nonlocal isolation_errors
         try:
-            started = time.perf_counter()
-            status = user.upload()
-            upload_seconds = time.perf_counter() - started
-            replies = [("upload", status)]
+            replies = [("example", timed("example", user.click_example)), ("upload", timed("upload", user.upload))]
             for delta in (DELTAS * moves)[:moves]:
                 status, latency = user.move_slider(delta)
                 replies.append((f"δ={delta}", status))
@@ -189,9 +232,9 @@ def run_users(server: Server, photos_: list[Path], model: str, moves: int, expec
                     with lock:
                         timings["slider"].append(latency)
             with lock:
-                timings["upload"].append(upload_seconds)
                 isolation_errors += sum(reply != want for reply, want in zip(replies, expected[user.photo]))
         except Exception as error:  # noqa: BLE001  every failure is counted and shown
+            together.abort()
             with lock:
                 errors.append(f"{type(error).__name__}: {error}")
 
@@ -276,33 +319,45 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         pictures = photos(max(args.users + [args.soak_users]), Path(scratch))
+        shelf = CheckpointShelf(args.checkpoints)
+        teaching = ExampleImages([REPO / "assets" / "examples"]).groups[0].class_names
+        model = args.model or shelf.names(teaching)[0]  # the page's first model: the teaching one
+        User.example_settings = (shelf[model].model.erase_threshold, shelf[model].default_box_threshold)
+        # Each photo alone on a server first: the replies every session must get back. Every load
+        # then meets a fresh server, which has seen no upload (it answers a repeated picture from
+        # its cache: that would not time an upload).
         server = Server(Path(args.checkpoints))
         try:
-            model = args.model or CheckpointShelf(args.checkpoints).names()[0]  # the page's default
-            print(f"server pid {server.process.pid} at {server.url}, model {model}, "
-                  f"{os.cpu_count()} CPU cores, idle RSS {server.memory_mb():.0f} MB")
-            # Each photo alone on the server first: the replies every session must get back.
+            print(f"model {model}, {os.cpu_count()} CPU cores, idle RSS of a fresh server {server.memory_mb():.0f} MB")
             expected = {photo: session_script(User(server.url, photo, model, args.compare_open, args.scripts),
                                               args.moves) for photo in pictures}
-            print(f"{'users':>5} {'requests':>8} {'req/s':>6} {'slider p50':>10} {'slider p95':>10} "
-                  f"{'upload p50':>10} {'upload p95':>10} {'errors':>6} {'isolation':>9} {'peak MB':>8}")
-            for users in args.users:
-                result = run_users(server, pictures[:users], model, args.moves, expected, args.compare_open,
-                                   args.scripts)
-                slider, upload = result["timings"]["slider"], result["timings"]["upload"]
-                print(f"{users:5d} {result['requests']:8d} {result['requests'] / result['wall']:6.1f} "
-                      f"{1000 * statistics.median(slider) if slider else float('nan'):8.0f}ms "
-                      f"{1000 * percentile(slider, 95):8.0f}ms {1000 * statistics.median(upload) if upload else float('nan'):8.0f}ms "
-                      f"{1000 * percentile(upload, 95):8.0f}ms {len(result['errors']):6d} "
-                      f"{result['isolation_errors']:9d} {result['peak_mb']:8.0f}")
-                if not args.scripts:
-                    print(f"      slider moves: {users * args.moves}, drawn in the browser: no request, not timed")
-                for error in result["errors"][:3]:
-                    print(f"      error: {error[:300]}")
-            if args.soak:
-                soak(server, pictures[:args.soak_users], model, args.soak, args.compare_open, args.scripts)
         finally:
             server.stop()
+        print(f"{'users':>5} {'requests':>8} {'what':>8} {'p50':>8} {'p95':>8} {'last':>8} {'errors':>6} "
+              f"{'isolation':>9} {'peak MB':>8}")
+        for users in args.users:
+            server = Server(Path(args.checkpoints))
+            try:
+                result = run_users(server, pictures[:users], model, args.moves, expected, args.compare_open,
+                                   args.scripts)
+            finally:
+                server.stop()
+            for what in ("example", "upload", "slider"):
+                times = result["timings"][what]
+                if times:
+                    print(f"{users:5d} {result['requests']:8d} {what:>8} {1000 * statistics.median(times):6.0f}ms "
+                          f"{1000 * percentile(times, 95):6.0f}ms {1000 * max(times):6.0f}ms "
+                          f"{len(result['errors']):6d} {result['isolation_errors']:9d} {result['peak_mb']:8.0f}")
+            if not args.scripts:
+                print(f"      slider moves: {users * args.moves}, drawn in the browser: no request, not timed")
+            for error in result["errors"][:3]:
+                print(f"      error: {error[:300]}")
+        if args.soak:
+            server = Server(Path(args.checkpoints))
+            try:
+                soak(server, pictures[:args.soak_users], model, args.soak, args.compare_open, args.scripts)
+            finally:
+                server.stop()
     return 0
 
 
