@@ -307,8 +307,9 @@ def replay(model: ACoL, history: TrainingHistory, image: torch.Tensor, target_cl
 
     The backbone's stages that did not train run once; the rest and the heads run once per epoch
     with that epoch's weights (``torch.func.functional_call``: nothing is copied into the model).
-    On the teaching model a loop over epochs was as fast as ``torch.func.vmap`` over the stacked
-    weights (112 against 119 ms for 7 epochs, one CPU thread), so it stays a loop."""
+    On the teaching model (its 7 epochs, every stage trained) ``torch.func.vmap`` over the stacked
+    weights gained little over this loop (54-56 against 63-66 ms on 2 CPU threads; 77 against 72
+    ms on one), so it stays a loop: ``python bench/history_replay.py`` times it."""
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image [1, 3, H, W], got shape {tuple(image.shape)}")
     if not 0 <= target_class < model.num_classes:
