@@ -12,6 +12,7 @@ from acol.history import (HistoryError, TrainingHistory, history_path, load_hist
 from acol.synthetic import write_examples
 from acol.train import main as train_main
 
+from conftest import REPO
 from test_train import TINY_RUN, run_dir_rows
 
 # The tiny backbone's stages are body[0:3], [3:6], [6:9], [9:12]: conv, BatchNorm, ReLU each.
@@ -297,3 +298,16 @@ def test_evaluate_ships_the_history_beside_the_checkpoint(last_stage_run, cam_ru
     (run / "history.safetensors").unlink()
     assert evaluate_main([str(run / "model.safetensors")] + evaluate[1:] + ["--force"]) == 0
     assert not shipped_history.exists() and "removed" in capsys.readouterr().out
+
+
+TEACHING_PAIR = [REPO / "checkpoints" / f"synthetic_{kind}_efficientnet_lite0_s8.safetensors" for kind in ("acol", "cam")]
+
+
+def test_the_teaching_pair_ships_with_its_histories_within_20_mb():
+    histories = [history_path(path) for path in TEACHING_PAIR]
+    assert sum(path.stat().st_size for path in histories) <= 20e6
+    for checkpoint, path in zip(TEACHING_PAIR, histories):
+        model, config = load_checkpoint(checkpoint)
+        history = load_history(path, model, config)  # its architecture, and it ends at these weights
+        assert history.epochs == list(range(config["recipe"]["epochs"] + 1))
+        assert all(history.series(f"train_loss_{branch}")[-1] for branch in "AB"[:len(model.heads)])
