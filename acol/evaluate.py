@@ -290,6 +290,28 @@ def ship_checkpoint(path, model, config: dict, results: dict, description: str |
                            description=config.get("description", "") if description is None else description)
 
 
+def ship_history(history: Path | None, shipped: str | Path) -> Path | None:
+    """Copy a run's training history beside its shipped checkpoint ``X.safetensors``, as
+    ``X.history.safetensors``, and check the two belong together as shipped. A model shipped
+    without one removes the history of the model it replaces there (it would not match)."""
+    import shutil
+
+    from .checkpoint import atomic_path, load_checkpoint
+    from .history import history_path, load_history
+    destination = history_path(shipped)
+    if history is None:
+        if destination.exists():
+            destination.unlink()
+            print(f"removed {destination}: the history of the model this one replaced")
+        return None
+    if Path(history).resolve() != destination.resolve():
+        with atomic_path(destination) as temporary:
+            shutil.copyfile(history, temporary)
+            temporary.chmod(0o644)
+    load_history(destination, *load_checkpoint(shipped))
+    return destination
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_checkpoint
     from .data import eval_transform, make_loader
@@ -315,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ship", metavar="PATH", default=None,
                         help="also write a float16 copy of the checkpoint whose config records the "
                              "erase threshold, the CAM thresholds and these (validation) numbers; "
-                             "refused if PATH holds a model that scored better on the same split")
+                             "refused if PATH holds a model that scored better on the same split. A "
+                             "training history beside the checkpoint (acol.history) is checked and copied "
+                             "to PATH with .safetensors replaced by .history.safetensors")
     parser.add_argument("--force", action="store_true", help="--ship even over a better checkpoint")
     parser.add_argument("--description", default=None,
                         help="with --ship: a short text stored in the shipped config (what it was trained "
@@ -375,14 +399,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {comparison_error}", file=sys.stderr)
         return 1
     if args.ship:
+        from .history import HistoryError, history_path, load_history
+        history = history_path(args.checkpoint)  # the run's history.safetensors, if it kept one
         try:
             if not args.force:
                 check_replacement(args.ship, config, results)
-        except ShipRefused as error:
+            if history.exists():  # checked before anything is shipped: a pair that belongs together or nothing
+                load_history(history, model, dict(config, input_size=size))
+        except (ShipRefused, HistoryError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
         ship_checkpoint(args.ship, model, config, results, args.description)
         print(f"shipped {args.ship}")
+        shipped_history = ship_history(history if history.exists() else None, args.ship)
+        if shipped_history:
+            print(f"shipped {shipped_history}")
     print(f"\nwrote {out / 'metrics.json'}, {out / 'results.md'}, {out / 'box_accuracy.png'}, "
           f"{out / 'best_iou.npz'}")
     return 0

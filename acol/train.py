@@ -9,6 +9,8 @@
 A run folder holds ``config.json`` (the resolved config), ``log.csv`` (and TensorBoard events when
 tensorboard is installed), ``model.safetensors`` (the latest model, loadable by
 ``load_checkpoint``) and ``resume.safetensors`` (optimizer, epoch, everything to continue).
+With ``--history true`` it also holds ``history.safetensors``: the trained weights before the first
+step and after every epoch, in float16, with each epoch's figures (``acol.history``).
 Every file is written atomically, so a kill leaves the previous good version in place.
 
 With ``--trainable-stages N`` only the backbone's last N stages train (both branches' losses reach
@@ -34,17 +36,19 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .backbones import create_backbone
-from .checkpoint import atomic_path, save_checkpoint, write_safetensors
+from .checkpoint import atomic_path, model_config, save_checkpoint, write_safetensors
 from .data import ImageLoadError, eval_transform, make_loader, train_transform
 from .datasets import build_dataset
 from .device import resolve_device
 from .evaluate import compute_metrics, map_names, run_inference
 from .feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
+from .history import RUN_FILE as HISTORY_FILE, HistoryError, begin_or_continue, save_history, snapshot
 from .metrics import CAM_THRESHOLDS
 from .model import ACoL
 
@@ -86,6 +90,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, smoke runs)
     val_every: int = 1                # validate every N epochs (and always after the last)
     half_checkpoint: bool = True      # store model.safetensors in float16 (half the size)
+    history: bool = False             # keep every epoch's trained weights (float16) in <out>/history.safetensors
 
 
 def parse_bool(text: str) -> bool:
@@ -334,9 +339,17 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         steps_per_epoch = math.ceil(len(train_set) / config.batch_size / (dist.get_world_size() if distributed else 1))
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    columns = ["epoch", "train_loss", "train_top1", "images_per_s", "lr"] + [
-        f"val_{name}_{key}" for name in map_names(config.num_branches) for key in VALIDATION_METRICS]
+    branches = map_names(config.num_branches)[:config.num_branches]  # "A", "B": not "fused"
+    columns = (["epoch", "train_loss", "train_top1"] + [f"train_loss_{b}" for b in branches]
+               + [f"train_top1_{b}" for b in branches] + ["images_per_s", "lr"]
+               + [f"val_{name}_{key}" for name in map_names(config.num_branches) for key in VALIDATION_METRICS])
     logger = RunLogger(out, columns) if is_main else None
+    weight_history = None
+    if config.history and is_main:  # the model as it is before this run's first step: epoch 0, or the resumed one
+        weight_history = begin_or_continue(
+            out / HISTORY_FILE, model, history_config(model, config, train_set.class_names), start_epoch,
+            history[start_epoch - 1] if 0 < start_epoch <= len(history) else {"epoch": start_epoch}, resume)
+        save_run_file(out, start_epoch, lambda: save_history(out / HISTORY_FILE, weight_history))
     for epoch in range(start_epoch, config.epochs):
         # Seeding by epoch makes shuffling and augmentation the same whether or not we resumed.
         torch.manual_seed(config.seed * 1000 + epoch)
@@ -353,6 +366,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             forward = lambda images, labels: trained(images, target_class=labels)  # noqa: E731
         set_training_mode(model, config)  # the module DDP wraps, if it does
         seen, correct, loss_sum, started = 0, 0, 0.0, time.perf_counter()
+        # Per branch (A, B): training loss and top-1. B's are on the features erased by the
+        # *label*'s map, as it trains; ``correct`` (the log's train_top1) is A's.
+        branch_loss_sums, branch_correct = [0.0] * config.num_branches, [0] * config.num_branches
         lr_scale = learning_rate_scale(epoch, config)  # logged even if the loader yields nothing
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not is_main, dynamic_ncols=True)
@@ -375,12 +391,18 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             seen += len(labels)
             correct += (output.logits[0].argmax(1) == labels).sum().item()
             loss_sum += loss.item() * len(labels)
+            with torch.no_grad():
+                for b, branch_logits in enumerate(output.logits):
+                    branch_loss_sums[b] += F.cross_entropy(branch_logits.float(), labels).item() * len(labels)
+                    branch_correct[b] += (branch_logits.argmax(1) == labels).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / (time.perf_counter() - started):.1f}")
         if distributed:  # every process judges, and logs, the loss over all of them
-            totals = torch.tensor([loss_sum, seen, correct], dtype=torch.float64, device=device)
+            totals = torch.tensor([loss_sum, seen, correct, *branch_loss_sums, *branch_correct],
+                                  dtype=torch.float64, device=device)
             dist.all_reduce(totals)
-            loss_sum, seen, correct = totals.tolist()
+            loss_sum, seen, correct, *rest = totals.tolist()
+            branch_loss_sums, branch_correct = rest[:config.num_branches], rest[config.num_branches:]
         chance_loss = config.num_branches * math.log(train_set.num_classes)
         if loss_sum / max(seen, 1) > DIVERGED_LOSS_FACTOR * chance_loss:
             raise diverged(f"epoch {epoch + 1}'s mean loss {loss_sum / seen:.2f} is over "
@@ -388,6 +410,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         if is_main:
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 4),
                    "train_top1": round(100 * correct / max(seen, 1), 2),
+                   **{f"train_loss_{b}": round(total / max(seen, 1), 4)
+                      for b, total in zip(branches, branch_loss_sums)},
+                   **{f"train_top1_{b}": round(100 * hits / max(seen, 1), 2)
+                      for b, hits in zip(branches, branch_correct)},
                    "images_per_s": round(seen / (time.perf_counter() - started), 1),
                    "lr": config.lr * lr_scale}  # the backbone's, frozen or not
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
@@ -395,17 +421,18 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                            validate(model, val_cache.batches(config.batch_size), device,
                                     features=trainable_part, image_size=(config.input_size,) * 2))
             history.append(row)
-            try:
+
+            def save_epoch():
                 save_checkpoint(out / "model.safetensors", model, backbone=config.backbone,
                                 class_names=train_set.class_names, input_size=config.input_size,
                                 recipe=asdict(config), metrics={"history": history},
                                 half=config.half_checkpoint)
+                if weight_history is not None:  # before the training state: a resumed run never lacks an epoch
+                    weight_history.append(epoch + 1, snapshot(model, weight_history.names), row)
+                    save_history(out / HISTORY_FILE, weight_history)
                 save_training_state(out / "resume.safetensors", model, optimizer, epoch + 1, history)
                 logger.log(history)
-            except OSError as error:
-                raise RunFolderError(f"{error}. Stopped after epoch {epoch + 1}: {out} keeps the last "
-                                     f"checkpoint written in full. Fix the folder (space, permissions), "
-                                     f"then continue with --resume {out}.") from error
+            save_run_file(out, epoch + 1, save_epoch)
             tqdm.write(", ".join(f"{k}={v}" for k, v in row.items()))
         if distributed:
             dist.barrier()
@@ -414,6 +441,23 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if distributed:
         dist.destroy_process_group()
     return out
+
+
+def save_run_file(out: Path, epoch: int, save) -> None:
+    """Call ``save()``, turning a failed write into a ``RunFolderError`` that says how to go on."""
+    try:
+        save()
+    except OSError as error:
+        raise RunFolderError(f"{error}. Stopped after epoch {epoch}: {out} keeps the last "
+                             f"checkpoint written in full. Fix the folder (space, permissions), "
+                             f"then continue with --resume {out}.") from error
+
+
+def history_config(model: ACoL, config: TrainConfig, class_names: list[str]) -> dict:
+    """The run's model as its checkpoint's config describes it: what its history's fingerprint
+    is read from (``acol.history.fingerprint``)."""
+    return {"model": model_config(model, config.backbone), "class_names": list(class_names),
+            "input_size": config.input_size}
 
 
 def feature_caches(config: TrainConfig, frozen, train_set, val_set, device) -> tuple[FeatureCache, FeatureCache]:
@@ -478,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     config, resume = parse_config(argv)
     try:
         out = train(config, resume)
-    except (TrainingDiverged, RunFolderError, ImageLoadError) as error:
+    except (TrainingDiverged, RunFolderError, ImageLoadError, HistoryError) as error:
         # An image that failed in a DataLoader worker arrives wrapped in the worker's traceback;
         # its last line is the message that names the file.
         print(f"error: {str(error).strip().splitlines()[-1]}", file=sys.stderr)

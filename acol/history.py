@@ -1,0 +1,342 @@
+"""A model's training history: what it was after every epoch, and its maps replayed from it.
+
+ACoL's idea lives in its training: B learns to look elsewhere because A's region is erased. So a
+run started with ``--history true`` keeps, beside its checkpoint, every epoch's trained weights:
+
+    training:  epoch 0 (before the first step)  epoch 1  ...  epoch N (= the checkpoint)
+                  |                               |              |
+                  +------- float16 copies of what training changes: the heads, the trained
+                           backbone stages and their BatchNorm statistics (nothing frozen)
+                                        |
+                  history.safetensors: one tensor per weight, [epochs, *shape], plus each
+                  epoch's figures (both branches' loss and accuracy, validation when it ran)
+
+    replay(model, history, image, class, delta):
+        image -> frozen front of the backbone (once) -> features
+                     |  for each epoch: that epoch's weights in place of the trained ones
+                     +--> trained stages -> A's map -> erased cells (A >= delta) -> B's map
+        -> [E, h, w] maps, [E, h, w] erased cells, [E, branches, classes] logits
+
+A run folder holds ``history.safetensors`` beside ``model.safetensors``; a shipped checkpoint
+``X.safetensors`` has ``X.history.safetensors`` (``history_path``). Loading a checkpoint never
+needs its history. A history names the model it belongs to (its *fingerprint*: the architecture,
+the classes, the input size, the recorded tensors' names and shapes), ends at that model's
+weights, and is checked for both before it is used; like a checkpoint, it is safetensors only,
+never unpickled, and a SHA-256 of its tensors catches a file changed after it was written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+from torch.func import functional_call
+
+from .checkpoint import CheckpointError, _digest, read_metadata, write_safetensors
+from .model import ACoL
+
+FORMAT = "acol-history/1"
+SUFFIX = ".history.safetensors"  # beside a shipped X.safetensors; the page skips these files
+RUN_FILE = "history.safetensors"  # beside a run folder's model.safetensors
+# The parts of a checkpoint's config that decide which weights a model has and what they mean.
+# Not the erase threshold: evaluate may ship a model with another one, and replay takes its own.
+FINGERPRINT_KEYS = ("backbone", "num_classes", "num_branches", "head", "head_width", "nonnegative_class_weights")
+
+
+class HistoryError(ValueError):
+    """A file that is not a valid, untampered training history of the model it is used with."""
+
+
+@dataclass
+class TrainingHistory:
+    """Every recorded epoch of one model. ``tensors[name][i]`` is weight ``name`` (the model's
+    state-dict name) after epoch ``epochs[i]``; epoch 0 is the model before its first step."""
+
+    fingerprint: dict                                   # the model it belongs to (``fingerprint``)
+    epochs: list[int] = field(default_factory=list)     # [E], increasing
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [E, *shape] float16
+    figures: list[dict] = field(default_factory=list)   # [E], the training log's row of each epoch
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.fingerprint["tensors"])
+
+    def weights(self, index: int) -> dict[str, torch.Tensor]:
+        """Epoch ``epochs[index]``'s recorded weights, float16 ``{name: tensor}``."""
+        return {name: stacked[index] for name, stacked in self.tensors.items()}
+
+    def series(self, key: str) -> list[float | None]:
+        """One figure over the epochs (``"train_loss_A"``, ``"val_fused_max_box_acc_v2"``, ...),
+        None where an epoch lacks it (epoch 0 has no training figures; validation may skip epochs)."""
+        return [row.get(key) for row in self.figures]
+
+    def append(self, epoch: int, weights: dict[str, torch.Tensor], figures: dict) -> None:
+        """Add epoch ``epoch`` (after the last one) with its weights, as ``snapshot`` gives them."""
+        if self.epochs and epoch <= self.epochs[-1]:
+            raise ValueError(f"epoch {epoch} does not follow the history's last, {self.epochs[-1]}")
+        if set(weights) != set(self.names):
+            raise ValueError("the weights to record are not the history's tensors")
+        self.epochs.append(epoch)
+        self.figures.append(dict(figures))
+        for name in self.names:
+            one = weights[name].unsqueeze(0)
+            self.tensors[name] = one if name not in self.tensors else torch.cat([self.tensors[name], one])
+
+    def up_to(self, epoch: int) -> "TrainingHistory":
+        """The epochs up to and including ``epoch`` (a resumed run continues from there)."""
+        keep = sum(1 for e in self.epochs if e <= epoch)
+        return TrainingHistory(self.fingerprint, self.epochs[:keep],
+                               {name: stacked[:keep] for name, stacked in self.tensors.items()}
+                               if keep else {}, self.figures[:keep])
+
+
+# ---------------------------------------------------------------------------------------------
+# What is recorded, and whose it is
+
+
+def recorded_names(model: ACoL) -> list[str]:
+    """The state-dict names of what training changes: every parameter that requires a gradient,
+    and the floating-point buffers (BatchNorm statistics) of modules whose parameters train; a
+    frozen stage runs in eval mode and keeps its statistics. (``num_batches_tracked`` is left
+    out: an integer count that evaluation never reads.)"""
+    trained = {id(p) for p in model.parameters() if p.requires_grad}
+    for module in model.modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            trained.update(id(b) for b in module.buffers(recurse=False) if b.is_floating_point())
+    return [name for name, tensor in model.state_dict(keep_vars=True).items() if id(tensor) in trained]
+
+
+def snapshot(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """Float16 CPU copies of the model's tensors ``names``: one epoch of a history."""
+    state = model.state_dict()
+    return {name: state[name].detach().to("cpu", torch.float16).contiguous() for name in names}
+
+
+def fingerprint(config: dict, shapes: dict[str, tuple[int, ...]]) -> dict:
+    """What ties a history to its model: from a checkpoint's ``config`` (``load_checkpoint``'s, or
+    the same keys while training) the architecture, class names and input size, and the
+    recorded tensors' names and shapes (one epoch's)."""
+    return {**{key: config["model"][key] for key in FINGERPRINT_KEYS},
+            "class_names": list(config["class_names"]), "input_size": config["input_size"],
+            "tensors": {name: list(shape) for name, shape in shapes.items()}}
+
+
+def history_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's history lies: ``history.safetensors`` beside a run folder's
+    ``model.safetensors``, ``X.history.safetensors`` beside any other ``X.safetensors``."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.name == "model.safetensors":
+        return checkpoint.with_name(RUN_FILE)
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + SUFFIX)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving and loading
+
+
+def save_history(path: str | Path, history: TrainingHistory) -> Path:
+    """Write ``history`` atomically (a kill leaves the previous version whole)."""
+    tensors = {name: stacked.contiguous() for name, stacked in history.tensors.items()}
+    metadata = {"format": FORMAT, "fingerprint": json.dumps(history.fingerprint),
+                "epochs": json.dumps(history.epochs), "figures": json.dumps(history.figures),
+                "sha256": _digest(tensors)}
+    write_safetensors(Path(path), tensors, metadata)
+    return Path(path)
+
+
+def load_history(path: str | Path, model: ACoL | None = None, config: dict | None = None) -> TrainingHistory:
+    """Read the history at ``path``; raises ``HistoryError`` naming the file and the problem.
+
+    With ``config`` (a checkpoint's, as ``load_checkpoint`` returns it) the history must be of
+    that architecture, classes and input size; with ``model`` its tensors must be the model's
+    (names and shapes) and its last epoch the model's weights (rounded to float16, as recorded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HistoryError(f"{path}: no such history file")
+    try:
+        metadata = read_metadata(path)  # checks it is safetensors before reading anything else
+    except CheckpointError as error:
+        raise HistoryError(str(error)) from None
+    if metadata.get("format") != FORMAT:
+        raise HistoryError(f"{path}: not an acol training history (metadata format is "
+                           f"{metadata.get('format')!r}, expected {FORMAT!r})")
+    try:
+        recorded = json.loads(metadata["fingerprint"])
+        epochs, figures = json.loads(metadata["epochs"]), json.loads(metadata["figures"])
+        expected_shapes = {name: tuple(shape) for name, shape in recorded["tensors"].items()}
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError, RecursionError) as error:
+        raise HistoryError(f"{path}: unreadable history metadata ({error!r})") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise HistoryError(f"{path}: truncated or damaged history file ({error})") from None
+    if _digest(tensors) != metadata.get("sha256"):
+        raise HistoryError(f"{path}: tensors do not match the checksum written with them; the file "
+                           "was changed or damaged after it was saved")
+    if (not isinstance(epochs, list) or not all(isinstance(e, int) for e in epochs)
+            or epochs != sorted(set(epochs)) or not isinstance(figures, list) or len(figures) != len(epochs)):
+        raise HistoryError(f"{path}: invalid epoch list in the metadata ({epochs!r:.80})")
+    misfits = sorted(set(tensors) ^ set(expected_shapes)) + [
+        name for name in tensors.keys() & expected_shapes.keys()
+        if tensors[name].shape != (len(epochs), *expected_shapes[name]) or tensors[name].dtype != torch.float16]
+    if misfits:
+        raise HistoryError(f"{path}: its tensors do not fit its own fingerprint ({len(misfits)} missing, "
+                           f"unexpected or misshapen, e.g. {misfits[:3]})")
+    history = TrainingHistory(recorded, epochs, tensors, figures)
+    if config is not None:
+        check_config(history, config, path)
+    if model is not None:
+        check_model(history, model, path)
+    return history
+
+
+def check_config(history: TrainingHistory, config: dict, path: str | Path = "history") -> None:
+    """Raise ``HistoryError`` unless ``history`` is of the model ``config`` describes."""
+    shapes = {name: tuple(shape) for name, shape in history.fingerprint["tensors"].items()}
+    try:
+        expected = fingerprint(config, shapes)
+    except (KeyError, TypeError) as error:
+        raise HistoryError(f"{path}: the checkpoint's config lacks {error}") from None
+    for key in (*FINGERPRINT_KEYS, "class_names", "input_size"):
+        if history.fingerprint.get(key) != expected[key]:
+            raise HistoryError(f"{path}: a history of another model: {key} is "
+                               f"{history.fingerprint.get(key)!r:.80} in the history, {expected[key]!r:.80} "
+                               "in the checkpoint")
+
+
+def check_model(history: TrainingHistory, model: ACoL, path: str | Path = "history") -> None:
+    """Raise ``HistoryError`` unless ``history``'s tensors are ``model``'s and end at its weights."""
+    state = model.state_dict()
+    misfits = [name for name, shape in history.fingerprint["tensors"].items()
+               if name not in state or tuple(state[name].shape) != tuple(shape)]
+    if misfits:
+        raise HistoryError(f"{path}: a history of another model: {len(misfits)} of its tensors are not "
+                           f"this model's or have other shapes, e.g. {misfits[:3]}")
+    if not history.epochs:
+        raise HistoryError(f"{path}: the history holds no epoch")
+    last = history.weights(-1)
+    changed = [name for name in history.names
+               if not torch.equal(state[name].detach().to("cpu", torch.float16), last[name])]
+    if changed:
+        raise HistoryError(f"{path}: its last epoch ({history.epochs[-1]}) is not this model's weights "
+                           f"({len(changed)} tensors differ, e.g. {changed[:3]}): a history of another "
+                           "run, or of this run before it trained further")
+
+
+def begin_or_continue(path: Path, model: ACoL, config: dict, epoch: int, figures: dict,
+                      resume: bool) -> TrainingHistory:
+    """The history a run records into, with the model as it is now as epoch ``epoch`` (0 for a
+    new run). A resumed run continues the file at ``path``: its epochs up to ``epoch`` are kept
+    (a kill after the history was written but before the training state was may have left one
+    more), and if it holds epoch ``epoch`` it must be these very weights."""
+    names = recorded_names(model)
+    now = snapshot(model, names)
+    history = TrainingHistory(fingerprint(config, {name: tuple(now[name].shape) for name in names}))
+    if resume and path.exists():
+        earlier = load_history(path, config=config)
+        if earlier.fingerprint["tensors"] != history.fingerprint["tensors"]:
+            raise HistoryError(f"{path}: records other tensors than this run trains (was "
+                               "--trainable-stages or --freeze-backbone changed?); move it away to start anew")
+        history = earlier.up_to(epoch)
+        if history.epochs and history.epochs[-1] == epoch:
+            check_model(history, model, path)
+            return history
+    history.append(epoch, now, figures)
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# Replaying the maps
+
+
+@dataclass
+class ReplayedMaps:
+    """One image's maps after every epoch of a history, at feature resolution, on the model's
+    device. A CAM model (one branch) has no erased cells and no B map (None)."""
+
+    epochs: list[int]               # [E], as in the history
+    target_class: int               # the class every map is of (and A's erasing follows)
+    erase_threshold: float          # delta: a cell is erased where A's normalized map >= it
+    a_map: torch.Tensor             # [E, h, w] A's map of target_class, min-max normalized to [0, 1]
+    erased: torch.Tensor | None     # [E, h, w] bool: True where B's input was erased (A's map >= delta)
+    b_map: torch.Tensor | None      # [E, h, w] B's normalized map of target_class, on the erased features
+    logits: torch.Tensor            # [E, branches, num_classes], B's on the erased features
+    probabilities: torch.Tensor     # [E, branches, num_classes], softmax of the logits
+
+
+class _FromFront(nn.Module):
+    """The model from the frozen front's output on: the trained stages, then the heads. The
+    epoch's weights are swapped in under their ``model.`` names by ``functional_call``."""
+
+    def __init__(self, model: ACoL, trained_stages: int):
+        super().__init__()
+        self.model, self.trained_stages = model, trained_stages
+
+    def forward(self, front: torch.Tensor, target_class: torch.Tensor, erase_threshold: float):
+        _, trained = self.model.backbone.split(self.trained_stages)
+        return self.model.forward_features(trained(front), target_class, erase_threshold)
+
+
+def trained_stage_count(model: ACoL, names: list[str]) -> int:
+    """How many of the backbone's last stages hold recorded tensors: the ones to run per epoch.
+    The stages before them never changed, so their output is computed once."""
+    recorded = {id(t) for name, t in model.state_dict(keep_vars=True).items() if name in set(names)}
+    backbone = {id(t) for t in [*model.backbone.parameters(), *model.backbone.buffers()]}
+    stages = model.backbone.stages
+    in_stages = {id(t) for stage in stages for t in [*stage.parameters(), *stage.buffers()]}
+    if recorded & (backbone - in_stages):
+        return len(stages)  # a trained tensor outside every stage: run the whole backbone each time
+    for index, stage in enumerate(stages):
+        if any(id(t) in recorded for t in [*stage.parameters(), *stage.buffers()]):
+            return len(stages) - index
+    return 0
+
+
+@torch.no_grad()
+def replay(model: ACoL, history: TrainingHistory, image: torch.Tensor, target_class: int,
+           erase_threshold: float | None = None) -> ReplayedMaps:
+    """The maps of ``image [1, 3, H, W]`` (as the model's eval transform makes it) for class
+    ``target_class`` after every epoch of ``history`` (``load_history(..., model)`` checks it is
+    this model's), erasing at ``erase_threshold`` (default: the model's delta). The model's own
+    weights and mode are as before afterwards.
+
+    The backbone's stages that did not train run once; the rest and the heads run once per epoch
+    with that epoch's weights (``torch.func.functional_call``: nothing is copied into the model).
+    On the teaching model (its 7 epochs, every stage trained) ``torch.func.vmap`` over the stacked
+    weights gained little over this loop (54-56 against 63-66 ms on 2 CPU threads; 77 against 72
+    ms on one), so it stays a loop: ``python bench/history_replay.py`` times it."""
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"expected one image [1, 3, H, W], got shape {tuple(image.shape)}")
+    if not 0 <= target_class < model.num_classes:
+        raise ValueError(f"target_class {target_class} is not one of the model's {model.num_classes} classes")
+    threshold = model.erase_threshold if erase_threshold is None else erase_threshold
+    reference = next(model.parameters())
+    device, state = reference.device, model.state_dict()
+    count = trained_stage_count(model, history.names)
+    frozen, _ = model.backbone.split(count)
+    runner = _FromFront(model, count)
+    target = torch.tensor([target_class], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        front = frozen(image.to(device, reference.dtype))
+        outputs = []
+        for index in range(len(history.epochs)):
+            weights = {f"model.{name}": tensor.to(device, state[name].dtype)
+                       for name, tensor in history.weights(index).items()}
+            outputs.append(functional_call(runner, weights, (front, target, threshold)))
+    finally:
+        model.train(was_training)
+    logits = torch.stack([torch.cat(output.logits) for output in outputs])  # [E, branches, classes]
+    acol = len(model.heads) > 1
+    return ReplayedMaps(
+        epochs=list(history.epochs), target_class=target_class, erase_threshold=threshold,
+        a_map=torch.cat([output.localization_maps[0] for output in outputs]),
+        erased=torch.cat([output.erase_masks[1] for output in outputs]) if acol else None,
+        b_map=torch.cat([output.localization_maps[1] for output in outputs]) if acol else None,
+        logits=logits, probabilities=logits.softmax(-1))
