@@ -326,6 +326,8 @@ class Session:
         self.eval_workers = 1 if args.dry_run else 2
 
         train_images = self.facts["data"]["train_images"] // args.batch_size * args.batch_size
+        if args.dry_run:
+            train_images = min(train_images, 2 * args.batch_size)  # --max-steps-per-epoch 2
         planned_runs = 3 + 3 + len(args.candidates) + 2 * (len(args.candidates) > 0)
         self.max_train = args.max_train
         if probe_process is not None:
@@ -666,6 +668,9 @@ def main(argv=None) -> int:
     except (Abort, KeyboardInterrupt) as error:
         log(f"STOPPED: {error}")
         session.stop_all("killed")
+        for job in session.jobs:
+            if job.status == "waiting":
+                job.status = "not started"
         code = 1
     finally:
         try:
@@ -673,6 +678,8 @@ def main(argv=None) -> int:
                        "elapsed_s": round(time.time() - T0, 1)}
             results["margins"] = session.margins() if code == 0 else {}
             session.write_outputs(results)
+            if "best_pair" not in results:
+                code = code or 1  # nothing to report
         except Exception as error:  # the report must not hide the first error
             log(f"could not write the outputs: {error!r}")
             code = code or 1
