@@ -57,3 +57,19 @@ def test_the_heldout_synthetic_split_is_a_seed_training_never_draws():
     # Training draws seeds 0 (train) and 1 (validation), the viewer's examples seed 2.
     assert acol.datasets.SYNTHETIC_SPLITS["heldout"][1] not in (0, 1, 2)
     assert acol.datasets.build_dataset("synthetic", "heldout", num_classes=3, image_size=40).num_classes == 3
+
+
+def test_scoring_in_processes_gives_the_same_curves_in_the_same_order():
+    import numpy as np
+    import torch
+    from acol.evaluate import score_maps
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(7, 3, 6, 6, generator=generator)
+    maps[2, 1] = 0.5  # a constant map marks nothing at any threshold
+    inference = {"maps": maps, "logits": torch.randn(7, 3, 4, generator=generator),
+                 "labels": torch.randint(0, 4, (7,), generator=generator), "image_size": (40, 40),
+                 "boxes": [np.array([[4.0, 6.0, 30.0, 33.0]])] * 6 + [np.zeros((0, 4))], "num_branches": 2}
+    one, two = score_maps(inference, progress=False), score_maps(inference, progress=False, jobs=2)
+    for name in one:
+        for field in ("largest_iou", "best_iou", "top1_correct", "top5_correct"):
+            assert np.array_equal(np.stack(getattr(one[name], field)), np.stack(getattr(two[name], field)))
