@@ -35,12 +35,8 @@ from acol.device import DEVICE_HELP  # noqa: E402
 from acol.page import KEEP, Page, Scripts, Update, View, page_text  # noqa: E402
 from acol.payload import SLIDER_STEP  # noqa: E402
 from acol.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
-from acol.shelf import CheckpointShelf, ExampleImages  # noqa: E402
+from acol.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
 
-REPO = Path(__file__).resolve().parent
-CHECKPOINTS = REPO / "checkpoints"
-EXAMPLES = REPO / "assets" / "examples"
-EVERYDAY_EXAMPLES = REPO / "assets" / "everyday"  # redistributable photos for the everyday model
 # System fonts: the default theme would fetch its fonts from Google, and the page must run offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
@@ -54,6 +50,10 @@ GPU_SECONDS = 15  # what a ZeroGPU call may take: an upload runs in well under a
 # The page's sliders are drawn in the browser; a script's slider move (/set_erase_threshold) re-runs
 # only the later branches and draws three pictures: two at once keep both cores of a small host busy.
 SLIDER_CONCURRENCY = 2
+# Two uploads are explained at once: while one runs the backbone the other's payload (numpy, one
+# core) can run. 30 uploads at once on 2 cores, p95: 5.1 s one at a time, 3.3-3.5 s two at a time,
+# 3.5 s three (bench/app_load.py --users 30).
+UPLOAD_CONCURRENCY = 2
 
 
 def image_input(**options) -> gr.Image:
@@ -213,6 +213,7 @@ def wire_page_events(page: Page, ui: Layout) -> None:
     # waits in the queue, the viewer shows its place and an estimate.
     ui.image.input(answer(page.open_upload), [session, ui.image, model, delta, box, baseline], outputs,
                    api_name="page_explain", api_visibility="undocumented", show_progress="full",
+                   concurrency_limit=UPLOAD_CONCURRENCY,
                    show_progress_on=[ui.viewer])
     for index, example_set in enumerate(ui.example_sets):  # one event: image, payload, tabs
         example_set.click(answer(lambda session_, clicked, *rest, group=index: page.open_example(
@@ -334,6 +335,7 @@ def launch(demo: gr.Blocks, **options):
     true, as Hugging Face Spaces does; it needs Node 24+, README "Limits")."""
     map_large_blocks_separately()
     keep_trimming_freed_memory()
+
     return demo.launch(theme=THEME, css=page_text("page.css"), max_file_size=MAX_UPLOAD, **options)
 
 
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=os.environ.get("ACOL_DEVICE", "auto"), help=DEVICE_HELP)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args(argv)
-    launch(build_demo(args.checkpoints, [EXAMPLES, EVERYDAY_EXAMPLES, *args.examples], args.device),
+    launch(build_demo(args.checkpoints, [*BUNDLED_EXAMPLES, *args.examples], args.device),
            server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), share=args.share)
 

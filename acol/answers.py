@@ -151,18 +151,10 @@ class ModelRunner:
         return [swept.to("cpu") for swept in explainer.sweep(explanation.to(explainer.device))]
 
     def _answer(self, explainer: Explainer, explanation: Explanation, delta, box_threshold) -> Answer:
-        note = page_note(explainer, explanation)
+        note = explainer.note(explanation)
         payload = None if box_threshold is None else page_payload(
             explanation, explainer.model, explanation.erase_threshold if delta is None else delta, box_threshold, note)
         return Answer(explanation.to("cpu"), payload, note)
-
-
-def page_note(explainer: Explainer, explanation: Explanation) -> str:
-    """What the status line adds to an explanation: that the picture is not one the model was made
-    for (whatever its confidence), else that its top class is unlikely, else nothing."""
-    out_of_scope, doubt = explainer.out_of_scope(explanation), explainer.doubt(explanation)
-    return (f"**Not made for this picture:** {out_of_scope}" if out_of_scope
-            else f"**Unlikely:** {doubt}" if doubt else "")
 
 
 def request_key(digest: str, model_name: str, target_class: int | None, delta: float | None,

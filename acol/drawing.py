@@ -20,6 +20,7 @@ page, the scripts' pictures and the figure agree.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,10 +180,12 @@ class Panels:
     predicted_box: np.ndarray       # xyxy in display pixels
     iou: float | None               # None when the true box is unknown
     caption: str                    # one line: class, probability, threshold, IoU
+    note: str = ""                  # what the viewer's status line adds: "Not made for this picture: ..."
 
 
-def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
-    """Draw branch A's map, the erased features, branch B's map and the fused map with its box."""
+def render_panels(explanation: Explanation, box_threshold: float, note: str = "") -> Panels:
+    """Draw branch A's map, the erased features, branch B's map and the fused map with its box;
+    ``note`` (Markdown, as the viewer's status line has it) goes under the figure's caption."""
     output, display = explanation.output, explanation.display
     branch_a = overlay_map(display, upsampled(output.localization_maps[0][0], display))
     fused, box, iou = map_with_box(explanation, box_threshold)
@@ -203,7 +206,7 @@ def render_panels(explanation: Explanation, box_threshold: float) -> Panels:
     caption += f" · box above {box_threshold:.2f}"
     if iou is not None:
         caption += f" · IoU with true box {iou:.2f}"
-    return Panels(branch_a, erased, branch_b, fused, titles, box, iou, caption)
+    return Panels(branch_a, erased, branch_b, fused, titles, box, iou, caption, note)
 
 
 ONE_BRANCH_NOTE = "one-branch CAM model:\nnothing is erased,\nthere is no branch B"
@@ -248,7 +251,8 @@ def four_panel_figure(panels: Panels) -> Figure:
             if panels.iou is not None:
                 handles.append(Line2D([], [], color=np.array(TRUE_BOX_COLOR) / 255, lw=2, label="true box"))
             axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncols=2, frameon=False)
-    figure.suptitle(panels.caption, fontsize=12)
+    note = textwrap.fill(panels.note.replace("**", ""), 150)
+    figure.suptitle(panels.caption + (f"\n{note}" if note else ""), fontsize=12)
     return figure
 
 

@@ -181,6 +181,14 @@ class Explainer:
         return (f"this model knows only {self.known_classes}{made_of}: whatever the picture shows, it "
                 f"names one of them, however sure it sounds. For your own photos, try the everyday model.")
 
+    def note(self, explanation: Explanation) -> str:
+        """What the viewer's status line (and ``explain``'s output) adds to an explanation: that the
+        picture is not one the model was made for (whatever its confidence), else that its top
+        class is unlikely, else nothing."""
+        out_of_scope, doubt = self.out_of_scope(explanation), self.doubt(explanation)
+        return (f"**Not made for this picture:** {out_of_scope}" if out_of_scope
+                else f"**Unlikely:** {doubt}" if doubt else "")
+
     @property
     def default_box_threshold(self) -> float:
         """The box threshold chosen on validation data when the checkpoint records one."""

@@ -6,7 +6,7 @@
                                    |
                                    +-- route: an upload goes to the everyday model unless the user
                                    |   picked a model; a model shown a picture it was not made for
-                                   |   says so (acol.answers.page_note)
+                                   |   says so (Explainer.note)   
                                    +-- answers (acol.answers): one explanation and payload per
                                        request, computed once on the model's device and shared
 
@@ -25,14 +25,14 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .answers import Answer, AnswerCache, ModelRunner, page_note, request_key, script_views
+from .answers import Answer, AnswerCache, ModelRunner, request_key, script_views
 from .checkpoint import CheckpointError
 from .data import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
 from .explain import Explanation, check_cell, lesson_strength, top_classes
 from .payload import snapped
 from .serving import RequestTimeout, call_with_timeout
-from .shelf import CheckpointShelf, ExampleImages, content_digest
+from .shelf import CheckpointShelf, ExampleImages, content_digest, page_models, route_picture
 
 STATIC = Path(__file__).resolve().parent / "static"
 CACHE_BYTES = 256 << 20       # the shared answers' memory bound (ACOL_CACHE_MB in app.py)
@@ -139,9 +139,8 @@ class Page:
     # What the page offers
 
     def models(self) -> list[str]:
-        """The Model dropdown's choices: ACoL models first, the teaching one (the model made for
-        the first example folder, the bundled synthetic pictures) first of all."""
-        return self.shelf.names(self.examples.groups[0].class_names if self.examples.groups else None)
+        """The Model dropdown's choices (``acol.shelf.page_models``)."""
+        return page_models(self.shelf, self.examples)
 
     def examples_for(self, model_name) -> list[int]:
         """The example groups made for a model."""
@@ -178,14 +177,8 @@ class Page:
         return explainer.model.erase_threshold, explainer.default_box_threshold
 
     def route(self, digest: str | None, model_name: str, model_picked: bool) -> str:
-        """The model that explains a new picture: the chosen one if the user picked it or the
-        picture is one of its examples; otherwise (an upload while the page's first model is
-        shown, say) the everyday model, made for any photo."""
-        everyday = self.shelf.everyday()
-        if model_picked or everyday is None or digest is None:
-            return model_name
-        example = self.examples.find(digest)
-        return model_name if example is not None and example.group in self.examples_for(model_name) else everyday
+        """The model that explains a new picture (``acol.shelf.route_picture``)."""
+        return route_picture(self.shelf, self.examples, digest, model_name, model_picked)
 
     def with_model(self, view: View, model_name: str) -> View:
         """``view`` showing a model's page: its description, its examples (or the note that it has
@@ -408,7 +401,8 @@ class Page:
             return None
         name = re.sub(r"\W+", "_", explanation.class_names[explanation.target_class]).strip("_")
         folder = tempfile.mkdtemp(dir=self.exports.name)  # one per export, so sessions never clash
-        return str(write_figure_png(render_panels(explanation, box), Path(folder) / f"acol_{name or 'class'}.png"))
+        panels = render_panels(explanation, box, self.shelf[explanation.model_name].note(explanation))
+        return str(write_figure_png(panels, Path(folder) / f"acol_{name or 'class'}.png"))
 
     @staticmethod
     def class_choices(explanation: Explanation) -> Update:
@@ -518,7 +512,7 @@ class Scripts:
         explanation = session.explanation
         if explanation is None:
             return ScriptReply(session)
-        answer = Answer(explanation, None, page_note(self.page.shelf[explanation.model_name], explanation))
+        answer = Answer(explanation, None, self.page.shelf[explanation.model_name].note(explanation))
         drawn = self.pictures(answer, box)
         return ScriptReply(session, {"fused": drawn["fused"], "status": drawn["status"]})
 

@@ -26,6 +26,9 @@ from .data import CSVBoxDataset, CUBDataset
 from .device import resolve_device
 from .explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
 
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINTS = REPO / "checkpoints"
+BUNDLED_EXAMPLES = (REPO / "assets" / "examples", REPO / "assets" / "everyday")  # the teaching model's, the everyday model's
 BRANCH_A = "_branch_A"  # the name suffix of an everyday model's branch A, listed as its CAM baseline
 HISTORY_SUFFIX = ".history.safetensors"  # a model's training history beside it: not a model
 
@@ -197,3 +200,23 @@ class ExampleImages:
         """The group the image file at ``path`` is an example of (by content), else None."""
         example = None if path is None else self.find(content_digest(path))
         return None if example is None else example.group
+
+
+def page_models(shelf: CheckpointShelf, examples: ExampleImages) -> list[str]:
+    """The viewer's models in its order: ACoL models first, the teaching one (the model made for
+    the first example folder, the bundled synthetic pictures) first of all."""
+    return shelf.names(examples.groups[0].class_names if examples.groups else None)
+
+
+def route_picture(shelf: CheckpointShelf, examples: ExampleImages, digest: str | None, model_name: str,
+                  model_picked: bool) -> str:
+    """The model that explains a new picture (the viewer's rule, and ``explain``'s without
+    ``--checkpoint``): the chosen one if the user picked it or the picture is one of its examples;
+    otherwise (an upload while the page's first model is shown, say) the everyday model, made for
+    any photo."""
+    everyday = shelf.everyday()
+    if model_picked or everyday is None or digest is None:
+        return model_name
+    example = examples.find(digest)
+    made_for = examples.for_model(shelf.class_names(model_name))
+    return model_name if example is not None and example.group in made_for else everyday

@@ -481,7 +481,7 @@ def test_a_launched_viewer_keeps_its_memory_flat_in_the_background(viewer_url):
     assert kept_after_freeing(2 << 20, 60, keep_last=True) < 20e6
 
 
-def test_the_queue_is_bounded_and_only_slider_moves_run_two_at_a_time(tiny_checkpoints):
+def test_the_queue_is_bounded_and_only_uploads_and_slider_moves_run_two_at_a_time(tiny_checkpoints):
     import app
     demo = app.build_demo(tiny_checkpoints)
     assert demo._queue.max_size == app.QUEUE_LIMIT
@@ -490,6 +490,7 @@ def test_the_queue_is_bounded_and_only_slider_moves_run_two_at_a_time(tiny_check
     assert demo._queue.ANALYTICS_MAX_EVENTS == 1000 and demo._queue.ANAYLTICS_CACHE_FREQUENCY == 1000
     limits = {fn.api_name: fn.concurrency_limit for fn in demo.fns.values()}
     assert limits.pop("set_erase_threshold") == limits.pop("set_box_threshold") == app.SLIDER_CONCURRENCY == 2
+    assert limits.pop("page_explain") == app.UPLOAD_CONCURRENCY == 2, "an upload's payload beside another's backbone"
     assert set(limits.values()) == {"default"}  # i.e. the queue's 1: uploads run the backbone one at a time
     functions = {fn.fn for fn in demo.fns.values()}
     assert len({fn.concurrency_id for fn in demo.fns.values()}) == len(functions)  # one group per callback

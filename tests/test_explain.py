@@ -294,3 +294,39 @@ def test_cli_reports_an_unwritable_output_without_a_traceback(tiny_checkpoints, 
     code = main([str(tmp_path / "in.png"), "-o", str(tmp_path / "a_file" / "out.png"),
                  "--checkpoint", str(tiny_checkpoints / "tiny_acol.safetensors")])
     assert code == 1 and capsys.readouterr().err.startswith(f"error: cannot write {tmp_path / 'a_file'}")
+
+
+def test_cli_without_a_checkpoint_picks_the_model_the_page_would_and_says_when_a_model_is_out_of_its_depth(
+        tmp_path, capsys):
+    """A photo goes to the everyday model; a bundled synthetic example to the teaching model; and a
+    model given a picture it was not made for says so, as the page does, on the figure too."""
+    from conftest import REPO
+    photo = tmp_path / "portrait.jpg"
+    Image.open(REPO / "assets" / "everyday" / "grace_hopper.jpg").crop((40, 40, 420, 460)).save(photo)
+    assert main([str(photo), "-o", str(tmp_path / "photo.png")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("model: everyday_acol_efficientnet_lite0") and "Not made for" not in printed
+    example = REPO / "assets" / "examples" / "synthetic_2_0005.png"
+    assert main([str(example), "-o", str(tmp_path / "example.png")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("model: synthetic_acol") and "true class: blue-crest" in printed
+    teaching = next((REPO / "checkpoints").glob("synthetic_acol_*[0-9].safetensors"))
+    assert main([str(photo), "-o", str(tmp_path / "out.png"), "--checkpoint", str(teaching)]) == 0
+    printed = capsys.readouterr().out
+    assert "Not made for this picture: this model knows only 4 synthetic bird classes" in printed
+    from acol.drawing import render_panels
+    from acol.explain import Explainer
+    explainer = Explainer.from_checkpoint(teaching)
+    explanation = explainer.explain(Image.open(photo).convert("RGB"))
+    panels = render_panels(explanation, 0.3, explainer.note(explanation))
+    title = four_panel_figure(panels)._suptitle.get_text()
+    assert "Not made for this picture" in title, "the figure says it too"
+
+
+def test_the_erased_colour_is_no_colour_a_teaching_class_is_named_after():
+    from matplotlib.colors import to_rgb
+
+    from conftest import example_class_names
+    for name in example_class_names():
+        named = np.array(to_rgb(name.split("-")[0])) * 255
+        assert np.abs(named - ERASED_COLOR).max() > 150, name
