@@ -44,14 +44,26 @@ from acol.drawing import page_pictures, render_panels  # noqa: E402
 from acol.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
 from acol.answers import AnswerCache, ModelRunner, request_key  # noqa: E402
 from acol.data import load_rgb_image  # noqa: E402
+from acol.device import add_device_flag  # noqa: E402
 from acol.payload import page_payload  # noqa: E402
 
 SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS, UPLOAD_BUDGET_MS = 30, 150, 150
 PHOTO = REPO / "assets" / "everyday" / "chelsea.jpg"
 
 
+def finished(function):
+    """``function`` and then, on a GPU, the wait for its kernels: what a caller waits for."""
+    def run():
+        result = function()
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return result
+    return run
+
+
 def median_ms(function, repeats: int) -> float:
     """The median wall time of ``function()`` in milliseconds, after one warm-up call."""
+    function = finished(function)
     function()
     times = []
     for _ in range(repeats):
@@ -164,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, default=0,
                         help="run the model at this size (0 = the checkpoint's own, what users get)")
     parser.add_argument("--photo", default=str(PHOTO), help="the picture to explain ('noise': smooth noise)")
+    add_device_flag(parser, default="cpu")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -172,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         if not checkpoint.is_file():
             print(f"{checkpoint} not found: timing a random-init stand-in of the same architecture")
             checkpoint = stand_in_checkpoint(scratch)
-        explainer = Explainer.from_checkpoint(checkpoint)
+        explainer = Explainer.from_checkpoint(checkpoint, args.device)
         if args.input_size:
-            explainer = Explainer(explainer.model, {**explainer.config, "input_size": args.input_size}, explainer.name)
+            explainer = Explainer(explainer.model, {**explainer.config, "input_size": args.input_size}, explainer.name,
+                                  explainer.device)
         photo = test_photo(scratch / "photo.png") if args.photo == "noise" else Path(args.photo)
         image = load_rgb_image(photo)
         explanation = explainer.explain(image)
@@ -213,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                 ("new image: page payload", median_ms(payload, args.repeats), None)]
         print(f"  page payload: {len(json.dumps(payload())) / 1024:.0f} KB")
         if args.against:
-            other = Explainer.from_checkpoint(args.against)
-            other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name)
+            other = Explainer.from_checkpoint(args.against, args.device)
+            other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name,
+                              other.device)
 
             def as_the_page_gets_it(who):  # an upload: explained, then its payload
                 return lambda: page_payload(who.explain(image), who.model, who.model.erase_threshold, 0.2)
