@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 MIB = 1024 * 1024
 TXT_FILES = ("bounding_boxes.txt", "classes.txt", "image_class_labels.txt", "train_test_split.txt")
 # Tried in this order; the first that fits is written.
-CANDIDATES = (("jpeg", 75), ("webp", 80))
+CANDIDATES = (("jpeg", 75), ("webp", 80), ("jpeg", 55), ("webp", 65))  # JPEG decodes 3x faster
 EXTENSIONS = {"jpeg": ".jpg", "webp": ".webp"}
 
 
