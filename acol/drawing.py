@@ -110,11 +110,6 @@ def map_with_box(explanation: Explanation, box_threshold: float) -> tuple[np.nda
     return draw_boxes(overlay_map(explanation.display, heat), box, true_boxes), box, iou
 
 
-def _text_size(text: str) -> tuple[int, int]:
-    left, top, right, bottom = _FONT.getbbox(text)
-    return right - left, bottom - top
-
-
 def placeholder(text: str, size: tuple[int, int] = (DISPLAY_SIDE, DISPLAY_SIDE)) -> np.ndarray:
     """A light grey ``size = (width, height)`` picture saying why a view is empty."""
     image = Image.new("RGB", size, (236, 236, 236))

@@ -2,7 +2,7 @@
 
     app.py: layout, wiring ----> Page.open_upload / open_example / choose_model / choose_class /
             (a View becomes        toggle_cell / open_tab / export       -> View: what changes
-             Gradio updates)     Scripts.explain / set_erase_threshold ... -> the scripts' pictures
+             Gradio updates)     (acol.scripts: the endpoints scripts call, pictures each)
                                    |
                                    +-- route: an upload goes to the everyday model unless the user
                                    |   picked a model; a model shown a picture it was not made for
@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .answers import Answer, AnswerCache, ModelRunner, request_key, script_views
+from .answers import Answer, AnswerCache, ModelRunner, request_key
 from .checkpoint import CheckpointError
 from .data import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
@@ -410,119 +410,3 @@ class Page:
         return Update(choices=[(f"{name} ({probability:.0%})", index)
                                for index, name, probability in top_classes(explanation)],
                       value=explanation.target_class)
-
-
-# ----------------------------------------------------------------------------------------------
-# The scripts' endpoints: /explain and friends, four pictures each, as gradio_client had them
-
-
-@dataclass
-class ScriptReply:
-    """What a script's request gets: the session, and each output by name (KEEP: unchanged)."""
-
-    session: Session
-    outputs: dict = field(default_factory=dict)
-
-
-class Scripts:
-    """The endpoints scripts call (``gradio_client``), each returning pictures, as before the page
-    drew its own. The session is the one truth here: a δ is a request. They share the page's
-    answers: a script uploading a bundled example is answered from the cache."""
-
-    NAMES = ("branch-a", "erased", "branch-b", "fused")
-
-    def __init__(self, page: Page):
-        self.page = page
-
-    def pictures(self, answer: Answer, box) -> dict:
-        pictures, status, verdict = script_views(answer, box)
-        return {**dict(zip(self.NAMES, pictures)), "status": status, "verdict": verdict}
-
-    def with_comparison(self, session: Session, explanation: Explanation, baseline, outputs: dict) -> ScriptReply:
-        """The comparison is drawn only while the script opened it (/compare)."""
-        if session.open_tab == "compare":
-            session, outputs["compared"] = self.page.comparison(session, explanation, baseline)
-        return ScriptReply(session, outputs)
-
-    def explain(self, session: Session, path, model_name, delta, box) -> ScriptReply:
-        view = self.page.explained(View(session), path, None if path is None else content_digest(path), model_name,
-                                   delta, box, None)
-        outputs = {"classes": view.classes, "baselines": view.baselines, "delta": view.delta}
-        if view.answer is None:
-            return ScriptReply(view.session, {**outputs, **dict.fromkeys(self.NAMES), "status": view.payload["message"],
-                                              "compared": None, "verdict": ""})
-        return self.with_comparison(view.session, view.answer.explanation, view.baselines.value,
-                                    {**outputs, **self.pictures(view.answer, box)})
-
-    def choose_model(self, session: Session, path, model_name, delta, box) -> ScriptReply:
-        page_view = self.page.with_model(View(session), model_name)
-        delta, box = own_or(self.page.defaults(model_name), (delta, box))
-        groups = self.page.examples_for(model_name)
-        example = None if path is None else self.page.examples.find(content_digest(path))
-        outputs = {"image": KEEP, "about": page_view.about, "examples_shown": page_view.examples_shown,
-                   "no_examples": page_view.no_examples, "box": page_view.box}
-        if (example is not None and example.group not in groups) or (path is None and groups):
-            outputs["image"] = self.page.example_files[groups[0]][0] if groups else None
-            return ScriptReply(session, {**outputs, "delta": Update(value=delta)})
-        reply = self.explain(session, path, model_name, delta, box)
-        reply.outputs["delta"] = Update(value=delta, interactive=getattr(reply.outputs.get("delta"), "interactive", None))
-        return ScriptReply(reply.session, {**outputs, **reply.outputs})
-
-    def redrawn(self, session: Session, answer: Answer, box, baseline) -> ScriptReply:
-        session = replace(session, explanation=answer.explanation)
-        return self.with_comparison(session, answer.explanation, baseline, self.pictures(answer, box))
-
-    def set_erase_threshold(self, session: Session, delta, box, baseline) -> ScriptReply:
-        explanation = session.explanation
-        if explanation is None or explanation.num_branches == 1:
-            return ScriptReply(session)
-        answer = self.page.answer_again(explanation, explanation.target_class, delta, box)
-        return self.redrawn(session, answer, box, baseline)
-
-    def toggle_cell(self, session: Session, row, col, box, baseline) -> ScriptReply:
-        """Erase or restore feature cell (row, col), starting from the mask the session holds."""
-        explanation = session.explanation
-        if explanation is None or row is None or col is None:
-            return ScriptReply(session)
-        try:
-            check_cell(explanation, int(row), int(col))
-        except ValueError as error:
-            self.page.warn(str(error))
-            return ScriptReply(session)
-        answer = self.page.runner.run("toggle_cell", explanation.model_name, explanation, int(row), int(col),
-                                      box_threshold=box)
-        return self.redrawn(session, answer, box, baseline)
-
-    def reset_mask(self, session: Session, box, baseline) -> ScriptReply:
-        """Back to erasing where A's map >= δ."""
-        explanation = session.explanation
-        if explanation is None or explanation.num_branches == 1:
-            return ScriptReply(session)
-        answer = self.page.answer_again(explanation, explanation.target_class, explanation.erase_threshold, box)
-        return self.redrawn(session, answer, box, baseline)
-
-    def set_class(self, session: Session, class_index, box, baseline) -> ScriptReply:
-        explanation = session.explanation
-        if explanation is None or class_index is None:
-            return ScriptReply(session)
-        answer = self.page.answer_again(explanation, int(class_index), explanation.erase_threshold, box)
-        return self.redrawn(session, answer, box, baseline)
-
-    def set_box_threshold(self, session: Session, box) -> ScriptReply:
-        explanation = session.explanation
-        if explanation is None:
-            return ScriptReply(session)
-        answer = Answer(explanation, None, self.page.shelf[explanation.model_name].note(explanation))
-        drawn = self.pictures(answer, box)
-        return ScriptReply(session, {"fused": drawn["fused"], "status": drawn["status"]})
-
-    def sweep(self, session: Session):
-        return self.page.sweep(session.explanation)
-
-    def compare(self, session: Session, baseline) -> ScriptReply:
-        """The comparison, and from now on it follows this session's requests."""
-        session, picture = self.page.comparison(replace(session, open_tab="compare"), session.explanation, baseline)
-        return ScriptReply(session, {"compared": picture})
-
-    def export(self, session: Session, box):
-        return self.page.figure_file(session.explanation, box)

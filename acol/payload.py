@@ -92,7 +92,6 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
     model's device, all states at once, and come to the CPU as bytes, boxes and words."""
     output = explanation.output
     map_a = output.localization_maps[0][0]
-    size = explanation.display.shape[:2]
     if explanation.num_branches == 1:  # CAM: nothing to erase, one state for every step
         state = _boxed_states(explanation, map_a[None], None, None, thresholds)[0]
         return [state], [{"state": 0, "erasing": "", "verdict": ""}] * len(SLIDER_STEPS), None

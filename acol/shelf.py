@@ -196,11 +196,6 @@ class ExampleImages:
         """The example whose file has this content digest, else None (an upload)."""
         return None if digest is None else self._by_digest.get(digest)
 
-    def group_of(self, path: str | Path | None) -> int | None:
-        """The group the image file at ``path`` is an example of (by content), else None."""
-        example = None if path is None else self.find(content_digest(path))
-        return None if example is None else example.group
-
 
 def page_models(shelf: CheckpointShelf, examples: ExampleImages) -> list[str]:
     """The viewer's models in its order: ACoL models first, the teaching one (the model made for

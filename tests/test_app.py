@@ -3,8 +3,6 @@
 import io
 import json
 from pathlib import Path
-import struct
-import zlib
 
 import numpy as np
 import pytest

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from acol.page import KEEP, Page, Scripts, Session
+from acol.page import KEEP, Page, Session
+from acol.scripts import Scripts
 from acol.shelf import BRANCH_A, CheckpointShelf, ExampleImages
 from conftest import REPO, example_class_names
 
