@@ -129,6 +129,10 @@ class Layout:
                 *map(gradio_value, after)]
 
 
+# The browser's part, in one scope: the four views, "How it learned", the lesson (acol/static).
+VIEWER_SCRIPTS = ("viewer.js", "learning.js", "lesson.js")
+
+
 def build_layout(page: Page) -> Layout:
     """The image, the model and its knobs, its examples, then the four views under them (on a
     phone, CSS puts the views right after the image), the tabs and the export."""
@@ -147,8 +151,8 @@ def build_layout(page: Page) -> Layout:
                               label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
             box = gr.Slider(0.0, 1.0, value=first.box, step=SLIDER_STEP,
                             label="Box threshold (on the fused map, normalized to [0, 1])", elem_id="box-threshold")
-            about = gr.Markdown(first.about, elem_id="model-about")
         with gr.Column(scale=3, min_width=260, elem_id="examples-column"):
+            about = gr.Markdown(first.about, elem_id="model-about")
             groups = page.examples_for(first.model)
             example_sets, example_boxes = [], []
             for index, group in enumerate(page.examples.groups):
@@ -164,7 +168,8 @@ def build_layout(page: Page) -> Layout:
             no_examples = gr.Markdown(page.no_examples(first.model), visible=not groups, elem_id="no-examples")
         with gr.Column(min_width=240, elem_id="views-column"):
             viewer = gr.HTML(first.payload, html_template=page_text("viewer.html"), css_template=page_text("viewer.css"),
-                             js_on_load=page_text("viewer.js"), elem_id="viewer", padding=False)
+                             js_on_load="\n".join(page_text(name) for name in VIEWER_SCRIPTS), elem_id="viewer",
+                             padding=False)
             by_hand = gr.Checkbox(False, visible=False)
             gr.Markdown(page_text("by_hand.md"), elem_id="by-hand")
             with gr.Row(equal_height=True):
@@ -319,6 +324,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
     # (not the pictures the page is built with, nor the examples: Gradio keeps those).
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(page_text("intro.md"))
+        gr.HTML(page_text("lesson_bar.html"), padding=False)  # viewer's lesson.js wires its button
         ui = build_layout(page)
         wire_page_events(page, ui)
         wire_script_events(Scripts(page), ui)

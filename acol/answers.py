@@ -27,6 +27,7 @@ from PIL import Image
 
 from .drawing import page_pictures, render_panels
 from .explain import Explainer, Explanation, branch_b_verdict
+from .learning import Histories, learning_payload
 from .payload import page_payload
 from .shelf import CheckpointShelf
 
@@ -115,6 +116,7 @@ class ModelRunner:
 
     def __init__(self, shelf: CheckpointShelf):
         self.shelf = shelf
+        self.histories = Histories(shelf) if isinstance(shelf, CheckpointShelf) else None
         self.run = self._run
 
     def on_gpu(self, decorate) -> None:
@@ -145,15 +147,22 @@ class ModelRunner:
                      delta=None, box_threshold=None) -> Answer:
         """One cell erased or restored by hand, from the mask ``explanation`` shows."""
         explanation = explainer.toggle_cell(explanation.to(explainer.device), row, col)
-        return self._answer(explainer, explanation, delta, box_threshold)
+        return self._answer(explainer, explanation, delta, box_threshold, learning=False)
 
     def _sweep(self, explainer: Explainer, explanation: Explanation) -> list[Explanation]:
         return [swept.to("cpu") for swept in explainer.sweep(explanation.to(explainer.device))]
 
-    def _answer(self, explainer: Explainer, explanation: Explanation, delta, box_threshold) -> Answer:
+    def _answer(self, explainer: Explainer, explanation: Explanation, delta, box_threshold, learning=True) -> Answer:
+        """The answer, its payload when a box threshold is given, with "How it learned" when the
+        model has a history (a hand-made mask leaves it as it was: "unchanged")."""
         note = explainer.note(explanation)
         payload = None if box_threshold is None else page_payload(
             explanation, explainer.model, explanation.erase_threshold if delta is None else delta, box_threshold, note)
+        history = None if payload is None or self.histories is None else self.histories[explainer.name]
+        if history is not None:
+            cam = self.histories.baseline_of(explainer.name)
+            payload["learning"] = "unchanged" if not learning else learning_payload(
+                explainer, explanation, history, None if cam is None else (self.shelf[cam], self.histories[cam]))
         return Answer(explanation.to("cpu"), payload, note)
 
 

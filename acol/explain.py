@@ -213,13 +213,18 @@ class Explainer:
             resized = image.resize(scaled_size(image.size, scale), Image.Resampling.BILINEAR, reducing_gap=2.0)
             true_boxes = true_boxes * np.array([resized.width / image.width, resized.height / image.height] * 2)
             image = resized
-        batch = self.transform(pil_to_tensor(image)).unsqueeze(0).to(self.device, memory_format=torch.channels_last)
+        batch = self.input_batch(image)
         target = None if target_class is None else torch.tensor([target_class], device=self.device)
         output = self.model(batch, target, erase_threshold)
         display_size = scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
         return Explanation(self.name, self.class_names, image, true_boxes, display, output,
                            output.logits[0][0].softmax(-1), true_class=true_class, image_digest=image_digest)
+
+    def input_batch(self, image: Image.Image) -> torch.Tensor:
+        """``image`` (at most MAX_IMAGE_SIDE, as ``Explanation.image`` keeps it) as the model sees
+        it: ``[1, 3, S, S]``, resized to the model's square input and normalized, on its device."""
+        return self.transform(pil_to_tensor(image)).unsqueeze(0).to(self.device, memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def reexplain(self, explanation: Explanation, target_class: int | None = None,

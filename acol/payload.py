@@ -50,10 +50,15 @@ def snapped(value: float) -> float:
     return SLIDER_STEPS[min(len(SLIDER_STEPS) - 1, max(0, round(float(value) / SLIDER_STEP)))]
 
 
-def _bytes(values: torch.Tensor | np.ndarray) -> str:
+def cell_bytes(values: torch.Tensor | np.ndarray) -> str:
     """A [0, 1] array as base64 bytes, 0-255, rounded as ``acol.drawing`` indexes its colours."""
     values = np.asarray(values.cpu() if torch.is_tensor(values) else values, dtype=np.float32)
     return base64.b64encode(np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()).decode()
+
+
+def peak_cell(localization_map: torch.Tensor) -> list[int]:
+    """``[row, col]`` of a map's highest cell (the first of equals)."""
+    return list(divmod(int(localization_map.flatten().argmax()), localization_map.shape[-1]))
 
 
 def _floats(values: torch.Tensor | np.ndarray) -> str:
@@ -135,9 +140,10 @@ def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) ->
             if len(true_boxes) else [None] * len(boxes))
     b_range = [None] * len(fused) if maps_b is None else _ranges(upsample_maps(maps_b, size))
     fused, masks, maps_b = (None if value is None else value.cpu() for value in (fused, masks, maps_b))
-    return [{"mask": None if masks is None else _bytes(masks[index].float()),
-             "b": None if maps_b is None else _bytes(maps_b[index]), "b_range": b_range[index],
-             "fused": _bytes(fused[index]), "fused_range": fused_range[index],
+    return [{"mask": None if masks is None else cell_bytes(masks[index].float()),
+             "b_peak": None if maps_b is None else peak_cell(maps_b[index]),
+             "b": None if maps_b is None else cell_bytes(maps_b[index]), "b_range": b_range[index],
+             "fused": cell_bytes(fused[index]), "fused_range": fused_range[index],
              "boxes": boxes[index].astype(int).tolist(),
              "ious": None if ious[index] is None else [round(iou, 2) for iou in ious[index]]}
             for index in range(len(fused))]
@@ -161,9 +167,14 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "box_line_width": box_line_width(explanation.display.shape),
             # As Pillow draws them (acol.drawing.draw_boxes): at whole pixels, truncated.
             "true_boxes": np.floor(explanation.display_boxes()).astype(int).tolist(),
-            "a": _bytes(map_a), "a_range": _ranges(upsample_maps(map_a[None], (height, width)))[0],
+            "a": cell_bytes(map_a), "a_range": _ranges(upsample_maps(map_a[None], (height, width)))[0],
             "resize": {"rows": resize_taps(map_a.shape[0], height), "cols": resize_taps(map_a.shape[1], width)},
             "caption": caption_head(explanation), "note": note,
+            # For the lesson's words: the class, how sure A is, the label, and where A's map peaks.
+            "class_name": explanation.class_names[explanation.target_class],
+            "probability": round(float(explanation.probabilities[explanation.target_class]), 4),
+            "true_class": explanation.true_class, "model_delta": round(float(model.erase_threshold), 2),
+            "a_peak": peak_cell(map_a),
             "acol": explanation.num_branches > 1,
             "deltas": list(SLIDER_STEPS), "box_thresholds": thresholds,
             "states": states, "steps": steps, "hand": hand,

@@ -1,4 +1,5 @@
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -66,26 +67,35 @@ TEACHING_DESCRIPTION = "A tiny random-init test model of the synthetic examples'
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
-    """A folder of random-init tiny checkpoints (64-pixel input, so 8x8 feature maps):
-    ``tiny_acol`` and its one-branch CAM baseline ``tiny_cam`` (3 bird-like classes, the classes
-    of ``tiny_cub_root``; validated box thresholds, and validation figures but no description
-    for ``tiny_acol``), and ``tiny_synthetic_acol``, the teaching model: the classes of the
-    bundled examples (assets/examples), a description and δ = 0.5."""
+    """A folder of tiny checkpoints (64-pixel input, so 8x8 feature maps): ``tiny_acol`` and its
+    one-branch CAM baseline ``tiny_cam`` (random init; 3 bird-like classes, the classes of
+    ``tiny_cub_root``; validated box thresholds, and validation figures but no description for
+    ``tiny_acol``), and ``tiny_synthetic_acol``, the teaching model: the classes of the bundled
+    examples (assets/examples), a description and δ = 0.5, trained for 3 short epochs with its
+    training history beside it, as is its CAM baseline ``tiny_synthetic_cam``."""
     from acol import ACoL, create_backbone
     from acol.checkpoint import save_checkpoint
+    from acol.train import main as train_main
     folder = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
     validated = {"tiny_acol": {"cam_thresholds": {"A": 0.3, "B": 0.3, "fused": 0.45},
                                "validation": {"split": "test", "maps": {"A": {"top1_cls": 35.0, "max_box_acc_v2": 20.0},
                                                                         "fused": {"max_box_acc_v2": 22.5}}}},
                  "tiny_cam": {"cam_thresholds": {"A": 0.35}}}
-    for name, branches, classes in (("tiny_acol", 2, TINY_CLASSES), ("tiny_cam", 1, TINY_CLASSES),
-                                    ("tiny_synthetic_acol", 2, example_class_names())):
-        model = ACoL(create_backbone("tiny"), len(classes), num_branches=branches, head_width=16,
-                     erase_threshold=0.5 if name == "tiny_synthetic_acol" else 0.6)
+    for name, branches, classes in (("tiny_acol", 2, TINY_CLASSES), ("tiny_cam", 1, TINY_CLASSES)):
+        model = ACoL(create_backbone("tiny"), len(classes), num_branches=branches, head_width=16)
         save_checkpoint(folder / f"{name}.safetensors", model.eval(), backbone="tiny",
                         class_names=classes, input_size=64, metrics=validated.get(name),
-                        recipe={"data": "synthetic" if name == "tiny_synthetic_acol" else "tiny-cub-root"})
+                        recipe={"data": "tiny-cub-root"})
+    runs = tmp_path_factory.mktemp("teaching_runs")
+    for name, branches in (("tiny_synthetic_acol", 2), ("tiny_synthetic_cam", 1)):
+        assert train_main(["--data", "synthetic", "--synthetic-classes", str(len(example_class_names())),
+                           "--synthetic-images", "32", "--backbone", "tiny", "--weights", "none", "--input-size", "64",
+                           "--head-width", "16", "--erase-threshold", "0.5", "--num-branches", str(branches),
+                           "--epochs", "3", "--max-steps-per-epoch", "2", "--batch-size", "8", "--workers", "0",
+                           "--half-checkpoint", "false", "--history", "true", "--out", str(runs / name)]) == 0
+        shutil.copy(runs / name / "model.safetensors", folder / f"{name}.safetensors")
+        shutil.copy(runs / name / "history.safetensors", folder / f"{name}.history.safetensors")
     describe_checkpoint(folder / "tiny_synthetic_acol.safetensors", TEACHING_DESCRIPTION)
     return folder
 

@@ -1,5 +1,6 @@
 """The viewer in a real browser: headless Chromium, driven by Playwright."""
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -266,3 +267,95 @@ def test_upload_then_the_tabs_draw_only_when_opened(viewer_url, tmp_path):
         finally:
             browser.close()
     assert not elsewhere, f"the page fetched from outside the local server: {elsewhere[:5]}"
+
+
+def learning_pictures(page) -> dict:
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll("canvas[data-learn]")]
+        .map(canvas => [canvas.dataset.learn, canvas.toDataURL()]))""")
+
+
+def test_the_epoch_slider_shows_every_epoch_and_asks_the_server_nothing(viewer_url):
+    from playwright.sync_api import expect, sync_playwright
+    elsewhere, asked = [], []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            expect(page.locator("[data-learning]")).to_be_visible(timeout=30_000)
+            expect(page.locator("[data-learn-cam]")).to_be_visible()  # the teaching model's CAM has a history too
+            page.wait_for_timeout(1500)
+            last = learning_pictures(page)
+            page.on("request", lambda request: asked.append(request.url))
+            seen = []
+            for epoch in (0, 1, 2, 3):
+                move_slider_in(page, "input[data-epoch]", epoch)
+                expect(page.locator("[data-by-hand]")).to_have_attribute("data-epoch", str(epoch))
+                words = page.locator('[data-text="epoch-words"]').inner_text()
+                assert words.startswith("before training (epoch 0)" if epoch == 0 else f"after epoch {epoch}:")
+                seen.append(learning_pictures(page))
+            assert seen[0]["a"] != seen[-1]["a"] and seen[0]["b"] != seen[-1]["b"], "the maps change with the epoch"
+            assert seen[-1] == last, "the last epoch is the model shown above"
+            page.wait_for_timeout(500)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.locator("[data-learning]").screenshot(path=str(ARTIFACTS / "app_learning.png"))
+        finally:
+            browser.close()
+    assert asked == [], f"moving the epoch asked the server: {asked[:5]}"
+    assert not elsewhere
+
+
+def move_slider_in(page, selector: str, value) -> None:
+    page.evaluate("""([selector, value]) => {
+        const range = document.querySelector(selector);
+        range.value = value;
+        range.dispatchEvent(new Event("input", {bubbles: true}));
+    }""", [selector, value])
+
+
+def test_the_lesson_walks_from_first_to_last_step_and_answers_a_guess(viewer_url):
+    from playwright.sync_api import expect, sync_playwright
+    elsewhere, asked = [], []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            page.set_viewport_size({"width": 400, "height": 800})  # a phone: it must read well there too
+            expect(page.locator("#status")).to_contain_text("δ = 0.50", timeout=30_000)
+            expect(page.locator("#lesson-invite")).to_be_visible()  # a first visit is invited, not sent
+            page.wait_for_timeout(1500)
+            verdict = page.locator("#verdict-b").inner_text()
+            page.on("request", lambda request: asked.append(request.url))
+            page.locator("[data-invite-start]").click()
+            card = page.locator("[data-lesson]")
+            expect(card).to_be_visible()
+            expect(card).to_contain_text("step 1 of 8")
+            expect(card).to_contain_text("This picture is labelled")
+            page.keyboard.press("ArrowRight")  # step 2: δ and the erased cells
+            expect(card).to_contain_text("erases")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "lesson_400.png"))
+            card.get_by_role("button", name="Next →").click()  # step 3: the question, B's map hidden
+            expect(card).to_contain_text("Where will B look now?")
+            expect(page.locator("figure:has(canvas[data-panel=branch-b])")).to_have_class(re.compile("lesson-hidden"))
+            erased = page.locator('canvas[data-panel="erased"]')  # the guess: a cell, clicked where a student sees it
+            size = erased.bounding_box()
+            erased.click(position={"x": 5.5 * size["width"] / 8, "y": 5.5 * size["height"] / 8})
+            expect(card).to_contain_text("step 4 of 8")
+            text = card.inner_text()
+            assert "right on it" in text or "away" in text, text
+            assert page.locator("#verdict-b").inner_text() == verdict, "a guess is no hand-made mask"
+            for step in range(5, 9):
+                card.get_by_role("button", name="Next →").click()
+                expect(card).to_contain_text(f"step {step} of 8")
+            expect(page.locator("[data-by-hand]")).to_have_attribute("data-epoch", "3")  # the end of training
+            card.get_by_role("button", name="Finish").click()
+            expect(card).to_be_hidden()
+            page.locator("#lesson-button").click()  # again, and left at step 2 with Escape
+            page.keyboard.press("ArrowRight")
+            expect(card).to_contain_text("step 2 of 8")
+            page.keyboard.press("Escape")
+            expect(card).to_be_hidden()
+            expect(page.locator(".lesson-focus")).to_have_count(0)
+            page.wait_for_timeout(500)
+        finally:
+            browser.close()
+    assert asked == [], f"the lesson asked the server: {asked[:5]}"
+    assert not elsewhere

@@ -148,6 +148,7 @@ function draw() {
       drawBox(context, state.boxes[boxStep], payload.predicted_box_color);
     }
     if (view.hover) outlineCell(context, view.hover);
+    if (view.mark && view.mark.panels.includes(id)) outlineCell(context, view.mark.cell, view.mark.color);
   }
   const iou = state.ious ? ` · IoU with true box ${state.ious[boxStep].toFixed(2)}` : "";
   setWords("status", [payload.caption, words.erasing, `box above ${payload.box_thresholds[boxStep].toFixed(2)}${iou}`]
@@ -183,11 +184,11 @@ function redraw() {
 }
 
 // The hovered cell in every panel: its edges in picture pixels, as overlay_mask draws the grid.
-function outlineCell(context, [row, col]) {
+function outlineCell(context, [row, col], color = "white") {
   const {width, height, grid: [rows, cols]} = view.payload;
   const x0 = Math.ceil(col * width / cols), x1 = Math.ceil((col + 1) * width / cols);
   const y0 = Math.ceil(row * height / rows), y1 = Math.ceil((row + 1) * height / rows);
-  context.strokeStyle = "white";
+  context.strokeStyle = color;
   context.lineWidth = 2;
   context.strokeRect(x0 + 1, y0 + 1, x1 - x0 - 2, y1 - y0 - 2);
 }
@@ -216,6 +217,7 @@ async function load(payload) {
   element.querySelector(".acol-panels").style.display = view.payload ? "" : "none";
   if (!view.payload) {
     setWords("status", payload && payload.message ? payload.message : "");
+    element.querySelector("[data-learning]").hidden = true;
     return;
   }
   ({delta: view.delta, box_threshold: view.box, by_hand: view.byHand} = payload.view);
@@ -230,6 +232,7 @@ async function load(payload) {
   for (const id of PANELS) Object.assign(canvas(id), {width: payload.width, height: payload.height});
   drawKey();
   draw();
+  loadLearning(payload);
 }
 
 // The colour key under the panels: the colour map from 0 to 1, and the erased and kept cells.
@@ -266,13 +269,11 @@ for (const id of PANELS) {
   });
 }
 canvas("erased").addEventListener("click", (event) => {
-  const cell = view.payload && view.payload.acol && cellAt(event);
+  const cell = view.payload && view.payload.acol && !view.lesson && cellAt(event);  // a lesson's guess stays here
   if (cell) trigger("select", {index: cell, value: view.byHand});
 });
 element.querySelector("[data-reset]").addEventListener("click", () => {
   view.byHand = false;
   redraw();
 });
-watch("value", () => load(props.value));
-element.acolView = view;  // for the browser tests: what is drawn, and when it was painted
-load(props.value);
+// learning.js and lesson.js follow in this scope; the first load waits for them (see the end).
