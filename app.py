@@ -80,6 +80,15 @@ def gradio_value(value):
     return gr.update(**value.changes()) if isinstance(value, Update) else value
 
 
+def as_output(value, component, given: dict):
+    """``gradio_value``, but plain for a component the event was ``given`` as an input ({its id:
+    its value}): the update's value, else the one it had (Layout.outputs says why)."""
+    if id(component) in given:
+        value = value.value if isinstance(value, Update) else value
+        value = given[id(component)] if value is KEEP else value
+    return gradio_value(value)
+
+
 def shown_per_group(shown, groups: int) -> list:
     """``View.examples_shown`` as one update per example group's box."""
     return [gr.skip()] * groups if shown is KEEP else [gr.update(visible=visible) for visible in shown]
@@ -93,7 +102,7 @@ def shown_per_group(shown, groups: int) -> list:
 class Layout:
     """The page's components that events read or change."""
 
-    session: gr.State
+    session: gr.State                                   # one tab's acol.page.Session
     image: gr.Image
     model: gr.Dropdown
     class_choice: gr.Dropdown
@@ -101,14 +110,14 @@ class Layout:
     box: gr.Slider
     about: gr.Markdown
     example_sets: list[gr.Dataset]
-    example_boxes: list[gr.Column]  # one around each set: what a model change shows or hides
+    example_boxes: list[gr.Column]                      # one around each set: what a model change shows or hides
     no_examples: gr.Markdown
-    viewer: gr.HTML                 # the four views, drawn by acol/static/viewer.js
-    by_hand: gr.Checkbox            # hidden: events that need it get it from the page (with_shown_mask)
+    viewer: gr.HTML                                     # the views, drawn by acol/static/*.js
+    by_hand: gr.Checkbox                                # hidden: events get it from the page (with_shown_mask)
     row: gr.Number
     col: gr.Number
     toggle: gr.Button
-    tabs: dict                      # "read", "sweep", "compare": each tab
+    tabs: dict                                          # "read", "sweep", "compare": each tab
     baseline: gr.Dropdown
     redraw: gr.Button
     sweep: gr.Image
@@ -116,17 +125,28 @@ class Layout:
     export: gr.Button
     exported: gr.File
 
-    def page_outputs(self) -> list:
-        """What every page event may change, in the order ``page_outputs`` lists it."""
-        return [self.session, self.image, self.model, self.about, *self.example_boxes, self.no_examples, self.box,
-                self.delta, self.viewer, self.class_choice, self.baseline, self.sweep, self.compared]
+    def fields(self) -> dict:
+        """The components each of a View's fields changes (``examples_shown``: one box per group)."""
+        return {"image": [self.image], "model": [self.model], "about": [self.about], "examples_shown": self.example_boxes,
+                "no_examples": [self.no_examples], "box": [self.box], "delta": [self.delta], "payload": [self.viewer],
+                "classes": [self.class_choice], "baselines": [self.baseline], "sweep": [self.sweep],
+                "comparison": [self.compared]}
 
-    def page_outputs_of(self, view: View) -> list:
-        values = [view.image, view.model, view.about]
-        after = [view.no_examples, view.box, view.delta, view.payload, view.classes, view.baselines, view.sweep,
-                 view.comparison]
-        return [view.session, *map(gradio_value, values), *shown_per_group(view.examples_shown, len(self.example_boxes)),
-                *map(gradio_value, after)]
+    def outputs(self, names) -> list:
+        """An event's outputs: the session and the components of the View fields it may change.
+        Only those: Gradio builds a new component for every update, even a skip, and for a
+        component that is also the event's input each one stayed in the session (+24 KB a
+        request in a 120 s soak)."""
+        return [self.session] + [component for name in names for component in self.fields()[name]]
+
+    def values(self, view: View, names, given: dict | None = None) -> list:
+        """The View's fields ``names`` as Gradio takes them, after the session. A component the
+        event was ``given`` as an input ({component's id: its value}) gets a plain value: the
+        update's, else the one it had."""
+        groups, fields = len(self.example_boxes), self.fields()
+        return [view.session] + [value for name in names for value in (
+            shown_per_group(view.examples_shown, groups) if name == "examples_shown"
+            else [as_output(getattr(view, name), fields[name][0], given or {})])]
 
 
 # The browser's part, in one scope: the four views, "How it learned", the lesson (acol/static).
@@ -207,46 +227,54 @@ def with_shown_mask(inputs: list) -> str:
             "document.querySelector('[data-by-hand]')?.dataset.byHand === 'true']")
 
 
+# What each page event may change (acol.page.View's fields); never a component that is also one of
+# its inputs, unless as a plain value (Layout.outputs says why).
+EXPLAINED = ["payload", "classes", "baselines", "sweep", "comparison"]
+REDRAWN = ["payload", "sweep", "comparison"]
+
+
 def wire_page_events(page: Page, ui: Layout) -> None:
     """Each event answers with one View (a payload the browser draws at any δ and box threshold,
     and the open tab's picture). The sliders and hovering have no event: viewer.js draws them."""
-    outputs = ui.page_outputs()
-
-    def answer(method):
-        return lambda *inputs: ui.page_outputs_of(method(*inputs))
-    session, model, delta, box, baseline = ui.session, ui.model, ui.delta, ui.box, ui.baseline
-    # An upload or a paste (.input: the user's own, never an example set by an event). While it
-    # waits in the queue, the viewer shows its place and an estimate.
-    ui.image.input(answer(page.open_upload), [session, ui.image, model, delta, box, baseline], outputs,
-                   api_name="page_explain", api_visibility="undocumented", show_progress="full",
-                   concurrency_limit=UPLOAD_CONCURRENCY,
-                   show_progress_on=[ui.viewer])
+    def on(listener, method, inputs, names, **options):
+        listener(lambda *values: ui.values(method(*values), names, dict(zip(map(id, inputs), values))), inputs,
+                 ui.outputs(names), **options)
+    session, model, delta, box = ui.session, ui.model, ui.delta, ui.box
+    # An upload or a paste (.input: the user's own, never an example set by an event), routed to
+    # the everyday model unless the user picked one. While it waits, the page shows its place.
+    on(ui.image.input, page.open_upload, [session, ui.image, model, delta, box],
+       ["model", "about", "examples_shown", "no_examples", "box", "delta", *EXPLAINED], api_name="page_explain",
+       api_visibility="undocumented", show_progress="full", concurrency_limit=UPLOAD_CONCURRENCY,
+       show_progress_on=[ui.image, ui.viewer])
     for index, example_set in enumerate(ui.example_sets):  # one event: image, payload, tabs
-        example_set.click(answer(lambda session_, clicked, *rest, group=index: page.open_example(
-            session_, group, clicked, *rest)), [session, example_set, model, delta, box, baseline], outputs,
-            api_name=f"page_example_{index}", api_visibility="undocumented", show_progress="minimal")
-    model.input(answer(page.choose_model), [session, ui.image, model, delta, box, baseline], outputs,
-                api_name="page_choose_model", api_visibility="private", show_progress_on=[ui.viewer])
-    ui.class_choice.input(answer(page.choose_class), [session, ui.class_choice, delta, box, baseline], outputs,
-                          api_name="page_set_class", api_visibility="private")
-    def click_cell(session_, delta_, box_, baseline_, event: gr.SelectData):
+        on(example_set.click, lambda session_, clicked, *rest, group=index: page.open_example(session_, group, clicked,
+                                                                                              *rest),
+           [session, example_set, model, delta, box], ["image", *EXPLAINED], api_name=f"page_example_{index}",
+           api_visibility="undocumented", show_progress="minimal")
+    on(model.input, page.choose_model, [session, ui.image, model],
+       ["image", "about", "examples_shown", "no_examples", "box", "delta", *EXPLAINED], api_name="page_choose_model",
+       api_visibility="private", show_progress_on=[ui.viewer])
+    on(ui.class_choice.input, page.choose_class, [session, ui.class_choice, delta, box], REDRAWN,
+       api_name="page_set_class", api_visibility="private")
+
+    def click_cell(session_, delta_, box_, event: gr.SelectData):
         """A click on a cell of the erased panel: viewer.js sends its [row, col] and whether the page
         shows a hand-made mask; the cell's row and column also go to the boxes that toggle by number."""
         (row, col), by_hand = event.index, bool(event.value)
-        return [*ui.page_outputs_of(page.toggle_cell(session_, row, col, delta_, box_, by_hand, baseline_)), row, col]
-    ui.viewer.select(click_cell, [session, delta, box, baseline], [*outputs, ui.row, ui.col], api_name="click_cell",
+        return [*ui.values(page.toggle_cell(session_, row, col, delta_, box_, by_hand), REDRAWN), row, col]
+    ui.viewer.select(click_cell, [session, delta, box], [*ui.outputs(REDRAWN), ui.row, ui.col], api_name="click_cell",
                      show_progress="hidden", trigger_mode="multiple")
-    toggle_inputs = [session, ui.row, ui.col, delta, box, baseline, ui.by_hand]
-    ui.toggle.click(answer(lambda session_, row, col, delta_, box_, baseline_, by_hand: page.toggle_cell(
-                        session_, row, col, delta_, box_, by_hand, baseline_)), toggle_inputs, outputs,
-                    js=with_shown_mask(toggle_inputs), show_progress="hidden", api_name="page_toggle_cell",
-                    api_visibility="private")
-    tab_inputs = [session, baseline, delta, ui.by_hand]
+    toggle_inputs = [session, ui.row, ui.col, delta, box, ui.by_hand]
+    on(ui.toggle.click, page.toggle_cell, toggle_inputs, REDRAWN, js=with_shown_mask(toggle_inputs),
+       show_progress="hidden", api_name="page_toggle_cell", api_visibility="private")
+    tab_inputs = [session, ui.baseline, delta, ui.by_hand]
     for name, tab in ui.tabs.items():
         triggers = [tab.select] + ([ui.baseline.input, ui.redraw.click] if name == "compare" else [])
-        gr.on(triggers, answer(lambda session_, baseline_, delta_, by_hand, tab_name=name: page.open_tab(
-            session_, tab_name, baseline_, delta_, by_hand)), tab_inputs, outputs, js=with_shown_mask(tab_inputs),
-            show_progress="hidden", api_name=f"page_open_{name}", api_visibility="private")
+        on(lambda fn, *args, **options: gr.on(triggers, fn, *args, **options),
+           lambda session_, baseline_, delta_, by_hand, tab_name=name: page.open_tab(session_, tab_name, baseline_,
+                                                                                     delta_, by_hand),
+           tab_inputs, ["sweep", "comparison"], js=with_shown_mask(tab_inputs), show_progress="hidden",
+           api_name=f"page_open_{name}", api_visibility="private")
     export_inputs = [session, delta, box, ui.by_hand]
     ui.export.click(page.export, export_inputs, [ui.exported], js=with_shown_mask(export_inputs),
                     api_name="page_export", api_visibility="private")
@@ -272,12 +300,10 @@ def wire_script_events(scripts: Scripts, ui: Layout) -> None:
         groups = len(ui.example_boxes)
 
         def reply_outputs(*values):
-            reply = method(*values)
-            out = [reply.session]
-            for name in names:
-                out += (shown_per_group(reply.outputs.get(name, KEEP), groups) if name == "examples_shown"
-                        else [gradio_value(reply.outputs.get(name, KEEP))])
-            return out
+            reply, given = method(*values), dict(zip(map(id, inputs), values))
+            return [reply.session] + [value for name in names for value in (
+                shown_per_group(reply.outputs.get(name, KEEP), groups) if name == "examples_shown"
+                else [as_output(reply.outputs.get(name, KEEP), named[name], given)])]
         components = [ui.session] + [box for name in names
                                      for box in (ui.example_boxes if name == "examples_shown" else [named[name]])]
         trigger.click(reply_outputs, inputs, components, api_name=api_name, **options)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 
 import torch
-from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .explain import Explainer, Explanation
 from .history import HistoryError, TrainingHistory, history_path, load_history, replay

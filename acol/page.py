@@ -80,6 +80,7 @@ class Session:
 
     explanation: Explanation | None = None  # what the page shows (δ-erased, or by hand)
     baseline: Explanation | None = None     # the CAM baseline's explanation of the same image and class
+    baseline_name: str | None = None        # the CAM baseline chosen for the comparison
     open_tab: str = "read"                  # whose picture follows the page: "read" (none), "sweep", "compare"
     model_picked: bool = False              # did the user choose a model? if not, uploads go to the everyday model
 
@@ -261,29 +262,30 @@ class Page:
         return FirstView(model, path, Session(answer.explanation), answer.payload, self.class_choices(answer.explanation),
                          self.about(model), delta, box)
 
-    def open_upload(self, session: Session, path, model_name, delta, box, baseline, by_hand=False) -> View:
+    def open_upload(self, session: Session, path, model_name, delta, box) -> View:
         """A picture the user uploaded or pasted (None: the image box was cleared)."""
         digest = None if path is None else content_digest(path)
         routed = self.route(digest, model_name, session.model_picked)
-        view = View(session)
+        view = View(session, model=routed, box=box)
         if routed != model_name:
             view = self.with_model(view, routed)
             delta, box = self.defaults(routed)
-        return self.explained(view, path, digest, routed, delta, box, baseline)
+        return self.explained(view, path, digest, routed, delta, box)
 
-    def open_example(self, session: Session, group: int, index, model_name, delta, box, baseline) -> View:
+    def open_example(self, session: Session, group: int, index, model_name, delta, box) -> View:
         """A click on one of a group's examples: it becomes the image, explained by the model shown."""
         if index is None:
             return View(session)
         path = self.example_files[group][int(index)]
-        return self.explained(View(session, image=path), path, content_digest(path), model_name, delta, box, baseline)
+        return self.explained(View(session, image=path), path, content_digest(path), model_name, delta, box)
 
-    def choose_model(self, session: Session, path, model_name, delta, box, baseline) -> View:
-        """The user chose a model: its page, and the image explained by it, unless the image is an
-        example made for another model (or there is none): then the model's first example (or,
-        with none, a note asking for a photo)."""
-        view = self.with_model(View(replace(session, model_picked=True)), model_name)
-        delta, box = own_or(self.defaults(model_name), (delta, box))
+    def choose_model(self, session: Session, path, model_name) -> View:
+        """The user chose a model: its page at its own δ and box threshold, and the image explained
+        by it, unless the image is an example made for another model (or there is none): then the
+        model's first example (or, with none, a note asking for a photo). The image box is always
+        set (to the same picture, or another)."""
+        view = self.with_model(View(replace(session, model_picked=True), image=path), model_name)
+        delta, box = own_or(self.defaults(model_name), (0.5, 0.2))
         groups = self.examples_for(model_name)
         digest = None if path is None else content_digest(path)
         example = self.examples.find(digest)
@@ -291,9 +293,9 @@ class Page:
             path = self.example_files[groups[0]][0] if groups else None
             digest = None if path is None else content_digest(path)
             view.image = path
-        return self.explained(view, path, digest, model_name, delta, box, baseline)
+        return self.explained(view, path, digest, model_name, delta, box)
 
-    def explained(self, view: View, path, digest, model_name, delta, box, baseline) -> View:
+    def explained(self, view: View, path, digest, model_name, delta, box) -> View:
         """``view`` with the picture at ``path`` explained by ``model_name``: its payload, classes,
         baselines and δ slider, and the open tab's picture."""
         if path is None:
@@ -312,20 +314,22 @@ class Page:
         explanation = answer.explanation
         delta_slider = view.delta if isinstance(view.delta, Update) else Update()
         delta_slider.interactive = explanation.num_branches > 1
-        view = replace(view, session=replace(view.session, explanation=explanation, baseline=None), answer=answer,
-                       payload=answer.payload, classes=self.class_choices(explanation),
-                       baselines=self.baseline_choices(model_name), delta=delta_slider)
-        return self.with_open_tab(view, view.baselines.value, delta, by_hand=False)
+        baselines = self.baseline_choices(model_name)
+        view = replace(view, session=replace(view.session, explanation=explanation, baseline=None,
+                                             baseline_name=baselines.value), answer=answer,
+                       payload=answer.payload, classes=self.class_choices(explanation), baselines=baselines,
+                       delta=delta_slider)
+        return self.with_open_tab(view, delta, by_hand=False)
 
-    def choose_class(self, session: Session, class_index, delta, box, baseline) -> View:
+    def choose_class(self, session: Session, class_index, delta, box) -> View:
         """The same picture explained for another class, erased by δ."""
         if session.explanation is None or class_index is None:
             return View(session)
         answer = self.answer_again(session.explanation, int(class_index), snapped(delta), box)
         view = View(replace(session, explanation=answer.explanation), payload=answer.payload)
-        return self.with_open_tab(view, baseline, delta, by_hand=False)
+        return self.with_open_tab(view, delta, by_hand=False)
 
-    def toggle_cell(self, session: Session, row, col, delta, box, by_hand, baseline) -> View:
+    def toggle_cell(self, session: Session, row, col, delta, box, by_hand=False) -> View:
         """Erase feature cell (row, col) for branch B by hand, or restore it, starting from the
         mask the page shows; the hand-made mask lives in this session only."""
         shown = self.shown(session, delta, by_hand)
@@ -339,21 +343,22 @@ class Page:
         answer = self.runner.run("toggle_cell", shown.model_name, shown, int(row), int(col), delta=snapped(delta),
                                  box_threshold=box)
         view = View(replace(session, explanation=answer.explanation), payload=answer.payload)
-        return self.with_open_tab(view, baseline, delta, by_hand=True)
+        return self.with_open_tab(view, delta, by_hand=True)
 
     def open_tab(self, session: Session, tab: str, baseline, delta, by_hand) -> View:
         """A tab under the views was opened (or its baseline changed): draw its picture, and keep
         it following the page."""
-        return self.with_open_tab(View(replace(session, open_tab=tab)), baseline, delta, by_hand)
+        session = replace(session, open_tab=tab, baseline_name=session.baseline_name if baseline is None else baseline)
+        return self.with_open_tab(View(session), delta, by_hand)
 
-    def with_open_tab(self, view: View, baseline, delta, by_hand) -> View:
+    def with_open_tab(self, view: View, delta, by_hand) -> View:
         """``view`` with the open tab's picture drawn (each costs about as much as the panels, so
         a closed tab's is not)."""
         session = view.session
         if session.open_tab == "sweep":
             return replace(view, sweep=self.sweep(session.explanation))
         if session.open_tab == "compare":
-            session, picture = self.comparison(session, self.shown(session, delta, by_hand), baseline)
+            session, picture = self.comparison(session, self.shown(session, delta, by_hand), session.baseline_name)
             return replace(view, session=session, comparison=picture)
         return view
 

@@ -45,13 +45,12 @@ class Scripts:
 
     def explain(self, session: Session, path, model_name, delta, box) -> ScriptReply:
         view = self.page.explained(View(session), path, None if path is None else content_digest(path), model_name,
-                                   delta, box, None)
-        outputs = {"classes": view.classes, "baselines": view.baselines, "delta": view.delta}
+                                   delta, box)  # with the comparison drawn when the script opened it
+        outputs = {"classes": view.classes, "baselines": view.baselines, "delta": view.delta, "compared": view.comparison}
         if view.answer is None:
             return ScriptReply(view.session, {**outputs, **dict.fromkeys(self.NAMES), "status": view.payload["message"],
                                               "compared": None, "verdict": ""})
-        return self.with_comparison(view.session, view.answer.explanation, view.baselines.value,
-                                    {**outputs, **self.pictures(view.answer, box)})
+        return ScriptReply(view.session, {**outputs, **self.pictures(view.answer, box)})
 
     def choose_model(self, session: Session, path, model_name, delta, box) -> ScriptReply:
         page_view = self.page.with_model(View(session), model_name)

@@ -150,7 +150,7 @@ class User:
             self.requests += 2
         else:
             status, baselines = page_reply(self.client.predict(handle_file(str(self.photo)), self.model, 0.6,
-                                                               BOX_THRESHOLD, self.baseline, api_name="/page_explain"))
+                                                               BOX_THRESHOLD, api_name="/page_explain"), 5)
             self.requests += 1
         self.baseline = baselines["value"]
         if self.compare_open and not self.opened:  # the user clicks the tab once; it stays open
@@ -165,8 +165,8 @@ class User:
         if self.scripts:
             return self.client.predict(handle_file(str(example_file(group, index))), self.model, 0.6, BOX_THRESHOLD,
                                        api_name="/explain")[-3]
-        return page_reply(self.client.predict(index, self.model, *self.example_settings, None,
-                                              api_name=f"/page_example_{group}"))[0]
+        return page_reply(self.client.predict(index, self.model, *self.example_settings,
+                                              api_name=f"/page_example_{group}"), 1)[0]
 
     def move_slider(self, delta: float) -> tuple[str, float | None]:
         """The move's status line and its latency (until the new panels are back); on the page,
@@ -179,12 +179,11 @@ class User:
         return status, time.perf_counter() - started
 
 
-def page_reply(outputs) -> tuple[str, dict]:
+def page_reply(outputs, payload_at: int) -> tuple[str, dict]:
     """(status, baseline choices) of a page event's outputs (what gradio_client returns of
-    acol.page's View: image, model, about, note, box, δ, payload, classes, baseline, sweep,
-    comparison): the payload's caption and every δ step's verdict, which tell one image and model
-    from another."""
-    payload, baselines = outputs[6], outputs[8]
+    acol.page's View: ..., the payload at ``payload_at``, the classes and the baselines after it):
+    the payload's caption and every δ step's verdict, which tell one image and model from another."""
+    payload, baselines = outputs[payload_at], outputs[payload_at + 2]
     baselines = baselines if isinstance(baselines, dict) and "value" in baselines else {"value": None}
     if "states" not in payload:
         return payload["message"], baselines

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from acol.page import KEEP, Page, Session
+from acol.page import Page, Session
 from acol.scripts import Scripts
 from acol.shelf import BRANCH_A, CheckpointShelf, ExampleImages
 from conftest import REPO, example_class_names
@@ -51,7 +51,7 @@ def upload(tmp_path):
 
 def test_the_page_opens_on_the_teaching_model_and_an_upload_goes_to_the_everyday_model(page, upload):
     assert page.models()[0] == TEACHING and page.shelf.everyday() == EVERYDAY_MODEL
-    view = page.open_upload(Session(), upload, TEACHING, 0.5, 0.2, None)
+    view = page.open_upload(Session(), upload, TEACHING, 0.5, 0.2)
     assert view.model == EVERYDAY_MODEL and view.delta.value == 0.6
     assert EVERYDAY_MODEL in view.about and "1,000" not in view.about  # the stand-in knows its own few classes
     assert view.examples_shown == [False, True] and view.no_examples.visible is False
@@ -64,8 +64,8 @@ def test_the_page_opens_on_the_teaching_model_and_an_upload_goes_to_the_everyday
 
 
 def test_a_model_the_user_picked_keeps_an_upload_and_says_it_was_not_made_for_it(page, upload):
-    view = page.open_upload(Session(model_picked=True), upload, TEACHING, 0.5, 0.2, None)
-    assert view.model is KEEP and view.session.explanation.model_name == TEACHING
+    view = page.open_upload(Session(model_picked=True), upload, TEACHING, 0.5, 0.2)
+    assert view.model == TEACHING and view.session.explanation.model_name == TEACHING
     assert view.payload["note"].startswith("**Not made for this picture:**")  # what the page's status line shows
     reply = Scripts(page).explain(Session(model_picked=True), upload, TEACHING, 0.5, 0.2)
     assert all(isinstance(reply.outputs[name], np.ndarray) for name in Scripts.NAMES)
@@ -78,7 +78,7 @@ def test_the_everyday_models_examples_are_its_photos_with_their_true_class(page)
     groups = page.examples_for(EVERYDAY_MODEL)
     assert [page.examples.groups[g].folder for g in groups] == [EVERYDAY]
     assert page.examples_for(TEACHING) == [0]
-    view = page.open_example(Session(), groups[0], 0, EVERYDAY_MODEL, 0.6, 0.4, None)
+    view = page.open_example(Session(), groups[0], 0, EVERYDAY_MODEL, 0.6, 0.4)
     assert view.image == page.example_files[groups[0]][0]
     assert view.session.explanation.model_name == EVERYDAY_MODEL and "true class: tabby" in view.payload["caption"]
     assert "Not made for this picture" not in view.payload["note"]
@@ -86,8 +86,8 @@ def test_the_everyday_models_examples_are_its_photos_with_their_true_class(page)
 
 def test_an_example_click_is_answered_from_what_the_page_computed_at_start_up(page):
     hits = page.answers.hits
-    first = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4, None)
-    again = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4, None)
+    first = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4)
+    again = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4)
     assert page.answers.hits == hits + 2, "both clicks found the example precomputed"
     assert first.payload is again.payload and first.session.explanation is again.session.explanation
 
@@ -103,7 +103,7 @@ def test_every_shipped_everyday_photo_has_a_licence_line():
 def test_the_everyday_models_cam_baseline_is_its_own_branch_a(page):
     baseline = f"{EVERYDAY_MODEL}{BRANCH_A}"
     assert page.baseline_choices(EVERYDAY_MODEL).choices == [baseline]
-    view = page.open_example(Session(), 1, 1, EVERYDAY_MODEL, 0.6, 0.4, baseline)
+    view = page.open_example(Session(), 1, 1, EVERYDAY_MODEL, 0.6, 0.4)
     session, picture = page.comparison(view.session, view.session.explanation, baseline)
     assert isinstance(picture, np.ndarray)
     cam, acol = session.baseline.output, session.explanation.output
