@@ -37,7 +37,9 @@ def model_config(model: ACoL, backbone: str) -> dict:
             "nonnegative_class_weights": model.nonnegative_class_weights}
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """The SHA-256 of a dict of tensors (names, dtypes, shapes and bytes): what a file records to
+    catch a change made after it was written."""
     sha = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
@@ -67,7 +69,7 @@ def save_checkpoint(path: str | Path, model: ACoL, *, backbone: str, class_names
               "input_size": input_size, "mean": list(model.backbone.mean),
               "std": list(model.backbone.std), "recipe": recipe or {}, "metrics": metrics or {},
               "description": description}
-    metadata = {"format": FORMAT, "config": json.dumps(config), "sha256": _digest(tensors)}
+    metadata = {"format": FORMAT, "config": json.dumps(config), "sha256": tensors_digest(tensors)}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(path, tensors, metadata)
     return path
@@ -132,7 +134,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         tensors = load_file(str(path))
     except (KeyError, json.JSONDecodeError, RecursionError, SafetensorError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({error!r})") from None
-    if _digest(tensors) != metadata.get("sha256"):
+    if tensors_digest(tensors) != metadata.get("sha256"):
         raise CheckpointError(f"{path}: weights do not match the checksum written with them; "
                               "the file was changed or damaged after it was saved")
     try:

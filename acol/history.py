@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.func import functional_call
 
-from .checkpoint import CheckpointError, _digest, read_metadata, write_safetensors
+from .checkpoint import CheckpointError, read_metadata, tensors_digest, write_safetensors
 from .model import ACoL
 
 FORMAT = "acol-history/1"
@@ -144,7 +144,7 @@ def save_history(path: str | Path, history: TrainingHistory) -> Path:
     tensors = {name: stacked.contiguous() for name, stacked in history.tensors.items()}
     metadata = {"format": FORMAT, "fingerprint": json.dumps(history.fingerprint),
                 "epochs": json.dumps(history.epochs), "figures": json.dumps(history.figures),
-                "sha256": _digest(tensors)}
+                "sha256": tensors_digest(tensors)}
     write_safetensors(Path(path), tensors, metadata)
     return Path(path)
 
@@ -175,7 +175,7 @@ def load_history(path: str | Path, model: ACoL | None = None, config: dict | Non
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise HistoryError(f"{path}: truncated or damaged history file ({error})") from None
-    if _digest(tensors) != metadata.get("sha256"):
+    if tensors_digest(tensors) != metadata.get("sha256"):
         raise HistoryError(f"{path}: tensors do not match the checksum written with them; the file "
                            "was changed or damaged after it was saved")
     if (not isinstance(epochs, list) or not all(isinstance(e, int) for e in epochs)
