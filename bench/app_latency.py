@@ -45,6 +45,8 @@ from acol.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
 from acol.answers import AnswerCache, ModelRunner, request_key  # noqa: E402
 from acol.data import load_rgb_image  # noqa: E402
 from acol.device import add_device_flag  # noqa: E402
+from acol.history import history_path, load_history  # noqa: E402
+from acol.learning import learning_payload  # noqa: E402
 from acol.payload import page_payload  # noqa: E402
 
 SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS, UPLOAD_BUDGET_MS = 30, 150, 150
@@ -129,6 +131,18 @@ MOVE_AND_PAINT = """async ([id, value, cell]) => {
 }"""
 
 
+MOVE_EPOCH = """async (index) => {
+    // One move of the Epoch slider ("How it learned"); resolves with the ms until drawn (its
+    // listener draws at once) and until the next animation frame began.
+    const slider = document.querySelector("input[data-epoch]"), start = performance.now();
+    slider.value = index;
+    slider.dispatchEvent(new Event("input", {bubbles: true}));
+    const drawn = performance.now() - start;
+    const frame = await new Promise(requestAnimationFrame) - start;
+    return [drawn, frame];
+}"""
+
+
 def browser_times(checkpoint_folder: Path, image: Path, moves: int) -> dict:
     """Medians (ms) of a slider move and of a hover in the page, each until drawn and until its
     frame, and the requests the moves sent; each δ drawn for the first time (nothing cached)."""
@@ -158,12 +172,16 @@ def browser_times(checkpoint_folder: Path, image: Path, moves: int) -> dict:
                       for step in range(1, moves + 1)]
             hover = [page.evaluate(MOVE_AND_PAINT, [None, None, [0.1 + 0.8 * index / moves, 0.5]])
                      for index in range(moves)]
+            epochs = int(page.evaluate("() => document.querySelector('input[data-epoch]')?.max || 0"))
+            epoch = [page.evaluate(MOVE_EPOCH, index) for index in [*range(epochs + 1), *range(epochs - 1, -1, -1)]
+                     if epochs]  # each epoch drawn the first time, then copied on the way back
             page.wait_for_timeout(500)
             browser.close()
     finally:
         demo.close()
+    timed_moves = (("slider", slider), ("hover", hover)) + ((("epoch", epoch),) if epoch else ())
     medians = {f"{name} {what}": statistics.median(times[index] for times in timed)
-               for name, timed in (("slider", slider), ("hover", hover)) for index, what in enumerate(("drawn", "frame"))}
+               for name, timed in timed_moves for index, what in enumerate(("drawn", "frame"))}
     return {**medians, "requests": len(asked), "moves": moves}
 
 
@@ -226,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("new image: compute + draw", median_ms(drawn(new_image), args.repeats), None),
                 ("new image: page payload", median_ms(payload, args.repeats), None)]
         print(f"  page payload: {len(json.dumps(payload())) / 1024:.0f} KB")
+        if history_path(checkpoint).is_file():  # "How it learned": every epoch replayed for the picture
+            history = load_history(history_path(checkpoint), explainer.model, explainer.config)
+            rows.append(("new image: how it learned", median_ms(
+                lambda: learning_payload(explainer, explanation, history), args.repeats), None))
         if args.against:
             other = Explainer.from_checkpoint(args.against, args.device)
             other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name,
@@ -243,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
             folder = scratch / "checkpoints"
             folder.mkdir()
             (folder / checkpoint.name).symlink_to(checkpoint.resolve())
+            if history_path(checkpoint).is_file():  # "How it learned" for it, on the page
+                (folder / history_path(checkpoint).name).symlink_to(history_path(checkpoint).resolve())
             times = browser_times(folder, photo, 10)
             rows += [(f"browser: slider move -> {what}", times[f"slider {what}"], None) for what in ("drawn", "frame")]
             rows += [(f"browser: hover -> {what}", times[f"hover {what}"], None) for what in ("drawn", "frame")]
+            rows += [(f"browser: epoch move -> {what}", times[f"epoch {what}"], None) for what in ("drawn", "frame")
+                     if f"epoch {what}" in times]
             print(f"  browser: {times['requests']} requests to the server over {times['moves']} slider moves "
                   f"and {times['moves']} hovers")
     for name, milliseconds, budget in rows:
