@@ -130,10 +130,10 @@ class ModelRunner:
         return getattr(self, f"_{task}")(self.shelf[model_name], *args, **kwargs)
 
     def _explain(self, explainer: Explainer, image: Image.Image, *, true_boxes=None, true_class=None, digest=None,
-                 target_class=None, delta=None, box_threshold=None) -> Answer:
+                 target_class=None, delta=None, box_threshold=None, parts=None) -> Answer:
         """``image`` explained (and, with a ``box_threshold``, its page payload)."""
         explanation = explainer.explain(image, true_boxes, target_class, delta if explainer.is_acol else None,
-                                        true_class, digest)
+                                        true_class, digest, parts)
         return self._answer(explainer, explanation, delta, box_threshold)
 
     def _reexplain(self, explainer: Explainer, explanation: Explanation, *, target_class=None, delta=None,

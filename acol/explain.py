@@ -32,6 +32,7 @@ from .checkpoint import load_checkpoint
 from .data import eval_transform
 from .device import resolve_device
 from .model import ACoL, ACoLOutput
+from .story import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_acol_efficientnet_lite0.safetensors"
@@ -62,6 +63,7 @@ class Explanation:
     erased_by_hand: bool = False  # branch B's input mask was made by hand, not by thresholding A's map
     true_class: str | None = None  # the image's label when known (an example's)
     image_digest: str | None = None  # the SHA-256 of the file it came from: what answers are cached by
+    parts: Parts | None = None  # where its head and body are, when known (a synthetic example), at ``image``'s size
 
     @property
     def target_class(self) -> int:
@@ -198,12 +200,13 @@ class Explainer:
     @torch.inference_mode()
     def explain(self, image: Image.Image, true_boxes=None, target_class: int | None = None,
                 erase_threshold: float | None = None, true_class: str | None = None,
-                image_digest: str | None = None) -> Explanation:
+                image_digest: str | None = None, parts: Parts | None = None) -> Explanation:
         """Run the whole model once on an RGB ``image`` of any size.
 
         ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given, and
         ``true_class`` (the image's label) is named beside the prediction; ``image_digest`` (its
-        file's SHA-256) is kept for the viewer's shared cache.
+        file's SHA-256) is kept for the viewer's shared cache; ``parts`` (``acol.story.Parts``,
+        at the image's size) say where its head and body are, when known.
         ``target_class=None`` explains branch A's top-1 class; ``erase_threshold=None`` uses the
         model's own. The image is resized to the model's square input, as in evaluation.
         """
@@ -212,6 +215,7 @@ class Explainer:
             scale = MAX_IMAGE_SIDE / max(image.size)
             resized = image.resize(scaled_size(image.size, scale), Image.Resampling.BILINEAR, reducing_gap=2.0)
             true_boxes = true_boxes * np.array([resized.width / image.width, resized.height / image.height] * 2)
+            parts = None if parts is None else parts.resized(resized.size)
             image = resized
         batch = self.input_batch(image)
         target = None if target_class is None else torch.tensor([target_class], device=self.device)
@@ -219,7 +223,8 @@ class Explainer:
         display_size = scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
         return Explanation(self.name, self.class_names, image, true_boxes, display, output,
-                           output.logits[0][0].softmax(-1), true_class=true_class, image_digest=image_digest)
+                           output.logits[0][0].softmax(-1), true_class=true_class, image_digest=image_digest,
+                           parts=parts)
 
     def input_batch(self, image: Image.Image) -> torch.Tensor:
         """``image`` (at most MAX_IMAGE_SIDE, as ``Explanation.image`` keeps it) as the model sees
@@ -294,17 +299,6 @@ def branch_b_verdict(explanation: Explanation, k: int = 3) -> str:
     mask = explanation.output.erase_masks[1][0]
     return verdict_line(top.values, top.indices, int(mask.sum()), mask.numel(), how, explanation.target_class,
                         explanation.class_names)
-
-
-def lesson_strength(explanation: Explanation) -> float:
-    """How well one picture tells the story above the views, that with A's region erased B "must
-    find other evidence of the same class": B's probability of A's class when B still names it
-    (and A names the picture's class, when it is known), else 0."""
-    if explanation.num_branches == 1:
-        return 0.0
-    (best, _, probability), = top_classes(explanation, 1, branch=1)
-    a_right = explanation.true_class in (None, explanation.class_names[explanation.target_class])
-    return probability if best == explanation.target_class and a_right else 0.0
 
 
 def caption_head(explanation: Explanation) -> str:

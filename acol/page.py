@@ -29,7 +29,7 @@ from .answers import Answer, AnswerCache, ModelRunner, request_key
 from .checkpoint import CheckpointError
 from .data import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
-from .explain import Explanation, check_cell, lesson_strength, top_classes
+from .explain import Explanation, check_cell, top_classes
 from .payload import snapped
 from .serving import RequestTimeout, call_with_timeout
 from .shelf import CheckpointShelf, ExampleImages, content_digest, page_models, route_picture
@@ -204,7 +204,7 @@ class Page:
             return call_with_timeout(self.request_timeout_s, lambda: self.runner.run(
                 "explain", model_name, load_rgb_image(path), true_boxes=None if example is None else example.true_boxes,
                 true_class=None if example is None else example.label, digest=digest, delta=snapped(delta),
-                box_threshold=box))
+                box_threshold=box, parts=None if example is None else example.parts))
         return self.answers.get(request_key(digest, model_name, None, snapped(delta) if explainer.is_acol else None, box),
                                 compute)
 
@@ -242,8 +242,9 @@ class Page:
     # The page's events
 
     def first_view(self) -> FirstView:
-        """The first model (the teaching one) on the one of its examples that tells ACoL's story
-        best (``lesson_strength``; the first example when none does), at its own δ and box."""
+        """The first model (the teaching one) on the first of its examples that tells ACoL's story
+        (``acol.story``: A on the head, B on the body and right, the fused box on the bird, checked
+        with the example's parts; the first example when none does), at its own δ and box."""
         model = self.models()[0]
         delta, box = self.defaults(model)
         groups = self.examples_for(model)
@@ -257,8 +258,7 @@ class Page:
         if not answered:
             return FirstView(model, None, Session(), {"message": self.no_examples(model)}, Update(choices=[], value=None),
                              self.about(model), delta or 0.5, box or 0.2)
-        # max() keeps the first of equals: with no example telling the story, the first example.
-        path, answer = max(answered, key=lambda pair: lesson_strength(pair[1].explanation))
+        path, answer = next((pair for pair in answered if pair[1].payload["story"]["holds"]), answered[0])
         return FirstView(model, path, Session(answer.explanation), answer.payload, self.class_choices(answer.explanation),
                          self.about(model), delta, box)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from PIL import Image
 from .explain import Explanation, caption_head, erasing_phrase, verdict_line
 from .maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
 from .model import ACoL
+from .story import story_of, story_payload
 from .style import (COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 
@@ -149,6 +151,16 @@ def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) ->
             for index in range(len(fused))]
 
 
+def told_story(explanation: Explanation, model: ACoL, box_threshold: float) -> dict:
+    """Whether the picture tells ACoL's story (``acol.story``) as the page opens on it: erased at
+    the model's own δ, boxed at ``box_threshold``; the facts and the words that say so."""
+    if explanation.num_branches > 1 and (explanation.erased_by_hand or explanation.erase_threshold != model.erase_threshold):
+        with torch.inference_mode():
+            output = model.reexplain(explanation.output, explanation.output.target_class, model.erase_threshold)
+        explanation = replace(explanation, output=output, erased_by_hand=False)
+    return story_payload(story_of(explanation, box_threshold), explanation.class_names)
+
+
 def page_payload(explanation: Explanation, model: ACoL, delta: float, box_threshold: float,
                  note: str = "") -> dict:
     """Everything the page draws of ``explanation`` at any slider position, opening at ``delta``
@@ -174,7 +186,7 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "class_name": explanation.class_names[explanation.target_class],
             "probability": round(float(explanation.probabilities[explanation.target_class]), 4),
             "true_class": explanation.true_class, "model_delta": round(float(model.erase_threshold), 2),
-            "a_peak": peak_cell(map_a),
+            "a_peak": peak_cell(map_a), "story": told_story(explanation, model, box_threshold),
             "acol": explanation.num_branches > 1,
             "deltas": list(SLIDER_STEPS), "box_thresholds": thresholds,
             "states": states, "steps": steps, "hand": hand,

@@ -25,6 +25,7 @@ from .checkpoint import CheckpointError, read_metadata
 from .data import CSVBoxDataset, CUBDataset
 from .device import resolve_device
 from .explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
+from .story import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "checkpoints"
@@ -139,12 +140,14 @@ class ExampleGroup:
 
 @dataclass(frozen=True)
 class Example:
-    """What is known of one example picture: its group, true boxes ([N, 4], N = 0 when unknown)
-    and label (None when its folder names none)."""
+    """What is known of one example picture: its group, true boxes ([N, 4], N = 0 when unknown),
+    label (None when its folder names none) and, for a synthetic picture, where its head and
+    body are (``parts/<name>.png`` beside it, as ``acol.synthetic.write_examples`` writes)."""
 
     group: int
     true_boxes: np.ndarray
     label: str | None
+    parts: Parts | None = None
 
 
 class ExampleImages:
@@ -162,8 +165,10 @@ class ExampleImages:
             if not found:
                 continue
             for path, boxes, label in found:
+                parts_file = Path(path).parent / "parts" / f"{Path(path).stem}.png"
                 self._by_digest.setdefault(content_digest(path), Example(
-                    len(self.groups), np.asarray(boxes, dtype=np.float32).reshape(-1, 4), label))
+                    len(self.groups), np.asarray(boxes, dtype=np.float32).reshape(-1, 4), label,
+                    Parts.load(parts_file) if parts_file.is_file() else None))
             self.groups.append(ExampleGroup(folder, [str(path) for path, *_ in found], class_names))
 
     @property

@@ -48,10 +48,13 @@ HEAD_COLORS = {
 HEAD_SHAPES = ("disc", "square", "triangle", "diamond", "ring", "cross", "hollow-square", "half-disc")
 MAX_CLASSES = len(HEAD_SHAPES)
 
+HEAD_AREA_DIVISOR = (6.0, 9.0)  # a disc of the head's radius has the body's area divided by this
+
 # How weak the body evidence is (see module docstring).
 BODY_BORROW_PROBABILITY = 0.3  # chance the body shows a random class's pattern
 STRIPE_ANGLE_JITTER_DEG = 10.0
 MAX_TINT = 0.2  # fraction of the head colour's chroma tinting the body
+DECOYS = (0, 3)  # the background holds from 0 to 2 body-like patches of random classes
 # Background and distractor colours stay below this chroma (max - min channel), far from any
 # head colour (chroma >= 185), so a head colour never appears outside the head.
 MAX_CLUTTER_CHROMA = 50
@@ -66,6 +69,7 @@ class SyntheticSample:
     box: tuple[float, float, float, float]  # XYXY, tight around head | body, pixel edges
     head_mask: np.ndarray  # bool [H, W]
     body_mask: np.ndarray  # bool [H, W], visible body pixels (excludes the head)
+    body_class: int  # the class whose pattern the body shows: the label unless it borrowed another's
 
 
 class SyntheticParts(Dataset):
@@ -109,7 +113,7 @@ class SyntheticParts(Dataset):
         masks = {name: tv_tensors.Mask(torch.from_numpy(mask.astype(np.uint8)))
                  for name, mask in (("head_mask", sample.head_mask), ("body_mask", sample.body_mask))}
         image, boxes, masks = transform_sample(self.transform, image, boxes, masks)
-        target = {"label": sample.label, "boxes": boxes, "image_id": f"synthetic-{self.seed}-{index}",
+        target = {"label": sample.label, "body_class": sample.body_class, "boxes": boxes, "image_id": f"synthetic-{self.seed}-{index}",
                   "path": f"synthetic://seed{self.seed}/{index}"}
         target.update({name: mask.as_subclass(torch.Tensor).bool() for name, mask in masks.items()})
         return image, target
@@ -175,8 +179,14 @@ class BodyPattern:
 
     @classmethod
     def sample(cls, rng: np.random.Generator, pattern_class: int, num_classes: int) -> "BodyPattern":
-        """The noisy pattern of `pattern_class`: evenly spread stripe angles, head-hue tint."""
-        angle = np.pi * pattern_class / num_classes + np.deg2rad(rng.normal(0, STRIPE_ANGLE_JITTER_DEG))
+        """The noisy pattern of `pattern_class`: its stripes' tilt from the horizontal (evenly
+        spread over 0-90 degrees, to either side), a head-hue tint.
+
+        A class is a tilt *to either side*, never one direction: training flips pictures
+        left-right, which turns stripes at +30 degrees into stripes at -30 degrees. (Directions
+        spread over 0-180 degrees made classes 1 and 3 mirror images of each other.)"""
+        tilt = 0.5 * np.pi * pattern_class / max(num_classes - 1, 1)
+        angle = rng.choice([-1.0, 1.0]) * tilt + np.deg2rad(rng.normal(0, STRIPE_ANGLE_JITTER_DEG))
         head_color = np.array(list(HEAD_COLORS.values())[pattern_class], dtype=np.float32)
         tint = rng.uniform(0, MAX_TINT) * (head_color - head_color.mean())
         return cls(angle, tint)
@@ -216,7 +226,7 @@ def render_background(rng: np.random.Generator, size: int, num_classes: int) -> 
             draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=color)
     canvas = np.asarray(picture, dtype=np.float32).copy()
 
-    for _ in range(rng.integers(0, 3)):  # decoys: parts of other "birds", never a head
+    for _ in range(rng.integers(*DECOYS)):  # decoys: parts of other "birds", never a head
         a = size * rng.uniform(0.07, 0.12)
         patch = ellipse_mask(size, rng.uniform(0, size, 2), (a, a * rng.uniform(0.5, 0.7)), rng.uniform(0, np.pi))
         paint_body(canvas, patch, BodyPattern.sample(rng, int(rng.integers(num_classes)), num_classes), rng)
@@ -231,7 +241,7 @@ def render_sample(rng: np.random.Generator, label: int, num_classes: int, size: 
     a = size * rng.uniform(0.15, 0.22)
     b = a * rng.uniform(0.5, 0.65)
     tilt = np.deg2rad(rng.uniform(-25, 25))
-    head_radius = np.sqrt(a * b / rng.uniform(6, 9))  # disc area = body area / 6..9
+    head_radius = np.sqrt(a * b / rng.uniform(*HEAD_AREA_DIVISOR))  # disc area = body area / divisor
     side = rng.choice([-1.0, 1.0])
     head_offset = side * (a + 0.35 * head_radius) * np.array([np.cos(tilt), np.sin(tilt)])
     # Half extents of head | body around the body centre, to keep the whole object in frame.
@@ -251,7 +261,7 @@ def render_sample(rng: np.random.Generator, label: int, num_classes: int, size: 
 
     canvas += rng.normal(0, 5, canvas.shape).astype(np.float32)  # sensor noise, everywhere
     image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
-    return SyntheticSample(image, label, mask_box(head | body), head, body)
+    return SyntheticSample(image, label, mask_box(head | body), head, body, pattern_class)
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from .backbones import create_backbone
 from .checkpoint import atomic_path, model_config, save_checkpoint, write_safetensors
 from .data import ImageLoadError, eval_transform, make_loader, train_transform
-from .datasets import build_dataset
+from .datasets import SYNTHETIC_SPLITS, build_dataset
 from .device import resolve_device
 from .evaluate import compute_metrics, map_names, run_inference
 from .feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
@@ -198,8 +198,11 @@ def build_datasets(config: TrainConfig, mean, std):
         from .synthetic import SyntheticParts
         size = round(config.input_size * 256 / 224)
         make = lambda n, seed, tf: SyntheticParts(n, config.synthetic_classes, size, seed=seed, transform=tf)
-        return (make(config.synthetic_images, config.seed, train_tf),
-                make(max(config.synthetic_images // 4, 8), config.seed + 1, val_tf))
+        # Every run seed trains on the same pictures: a seed changes the initialization, the
+        # order and the augmentation, never the data, so no seed ever trains on the validation,
+        # example or held-out pictures (their generator seeds are SYNTHETIC_SPLITS').
+        return (make(config.synthetic_images, SYNTHETIC_SPLITS["train"][1], train_tf),
+                make(max(config.synthetic_images // 4, 8), SYNTHETIC_SPLITS["test"][1], val_tf))
     return (build_dataset(config.data, config.train_split, train_tf),
             build_dataset(config.data, config.val_split, val_tf))
 
@@ -469,7 +472,7 @@ def feature_caches(config: TrainConfig, frozen, train_set, val_set, device) -> t
            "resize_size": config.resize_size, "trainable_stages": config.trainable_stages,
            "views": config.cache_views, "view_seed": config.view_seed}
     if config.data == "synthetic":
-        key.update(synthetic_classes=config.synthetic_classes, seed=config.seed)  # its images follow the seed
+        key.update(synthetic_classes=config.synthetic_classes)
     path = Path(config.feature_cache or Path(config.out) / "feature_cache.safetensors")
     cache = load_feature_cache(path, key)
     if cache is None:
