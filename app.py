@@ -149,8 +149,8 @@ class Layout:
             else [as_output(getattr(view, name), fields[name][0], given or {})])]
 
 
-# The browser's part, in one scope: the four views, "How it learned", the lesson (acol/static).
-VIEWER_SCRIPTS = ("viewer.js", "learning.js", "lesson.js")
+# The browser's part, in one scope: the four views, "How it learned", "Trained with δ", the lesson (acol/static).
+VIEWER_SCRIPTS = ("viewer.js", "learning.js", "deltas.js", "lesson.js")
 
 
 def build_layout(page: Page) -> Layout:

@@ -30,6 +30,7 @@ from .explain import Explainer, Explanation, branch_b_verdict
 from .learning import Histories, learning_payload
 from .payload import page_payload
 from .shelf import CheckpointShelf
+from .trained_deltas import TrainedDeltas, trained_deltas_payload
 
 
 @dataclass
@@ -117,6 +118,7 @@ class ModelRunner:
     def __init__(self, shelf: CheckpointShelf):
         self.shelf = shelf
         self.histories = Histories(shelf) if isinstance(shelf, CheckpointShelf) else None
+        self.trained_deltas = TrainedDeltas(shelf) if isinstance(shelf, CheckpointShelf) else None
         self.run = self._run
 
     def on_gpu(self, decorate) -> None:
@@ -154,7 +156,8 @@ class ModelRunner:
 
     def _answer(self, explainer: Explainer, explanation: Explanation, delta, box_threshold, learning=True) -> Answer:
         """The answer, its payload when a box threshold is given, with "How it learned" when the
-        model has a history (a hand-made mask leaves it as it was: "unchanged")."""
+        model has a history and "Trained with δ" when it has siblings trained at other δ (a
+        hand-made mask leaves both as they were: "unchanged")."""
         note = explainer.note(explanation)
         payload = None if box_threshold is None else page_payload(
             explanation, explainer.model, explanation.erase_threshold if delta is None else delta, box_threshold, note)
@@ -163,6 +166,10 @@ class ModelRunner:
             cam = self.histories.baseline_of(explainer.name)
             payload["learning"] = "unchanged" if not learning else learning_payload(
                 explainer, explanation, history, None if cam is None else (self.shelf[cam], self.histories[cam]))
+        siblings = [] if payload is None or self.trained_deltas is None else self.trained_deltas[explainer.name]
+        if siblings:
+            payload["trained_deltas"] = "unchanged" if not learning else trained_deltas_payload(
+                explainer, explanation, siblings, box_threshold)
         return Answer(explanation.to("cpu"), payload, note)
 
 

@@ -151,6 +151,18 @@ def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) ->
             for index in range(len(fused))]
 
 
+def one_state(explanation: Explanation, model: ACoL, box_threshold: float) -> dict:
+    """The picture as ``explanation`` erased it (one state, no slider): A's range, the erased
+    cells, B's map, the fused map and its box at ``box_threshold`` with its IoU, both peaks."""
+    output = explanation.output
+    map_a, mask, map_b = output.localization_maps[0][0], output.erase_masks[1][0], output.localization_maps[1][0]
+    state = _boxed_states(explanation, output.fused_map, mask[None], map_b[None], [box_threshold])[0]
+    size = explanation.display.shape[:2]
+    return {"a_range": _ranges(upsample_maps(map_a[None], size))[0], "a_peak": peak_cell(map_a),
+            **{key: state[key] for key in ("mask", "b", "b_range", "b_peak", "fused", "fused_range")},
+            "box": state["boxes"][0], "iou": None if state["ious"] is None else state["ious"][0]}
+
+
 def told_story(explanation: Explanation, model: ACoL, box_threshold: float) -> dict:
     """Whether the picture tells ACoL's story (``acol.story``) as the page opens on it: erased at
     the model's own δ, boxed at ``box_threshold``; the facts and the words that say so."""

@@ -13,6 +13,12 @@ Each image shows one object on a cluttered background:
 A classifier trained on labels alone latches onto the head; erase the head and the body is
 still better-than-chance evidence, which ACoL's second classifier is meant to discover.
 
+A training set may also hold pictures with no bird at all (``empty_fraction``), each labelled
+with a class drawn at random. Without them one class can be learned as "none of the other heads":
+its map then lights wherever, never on its own head (seen: one class in four, its A peaking on
+the body in every picture). A picture that shows no head of any class and still carries every
+label alike makes that rule cost loss, so every class must be found by its own head.
+
 Item i is generated from (seed, i) alone, so the dataset is random-access, needs no files, and
 is the same on every run. Items follow acol.data's (image, target) format; target also holds
 "head_mask" and "body_mask" (bool [H, W]) which are passed through the transform with the image,
@@ -33,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from acol.data import make_boxes, transform_sample
+from acol.story import Parts
 
 # Saturated head colours; each class also gets its own head shape (same index).
 HEAD_COLORS = {
@@ -66,21 +73,24 @@ class SyntheticSample:
 
     image: np.ndarray  # uint8 [H, W, 3]
     label: int
-    box: tuple[float, float, float, float]  # XYXY, tight around head | body, pixel edges
+    box: tuple[float, float, float, float] | None  # XYXY, tight around head | body, pixel edges; None: no bird
     head_mask: np.ndarray  # bool [H, W]
     body_mask: np.ndarray  # bool [H, W], visible body pixels (excludes the head)
-    body_class: int  # the class whose pattern the body shows: the label unless it borrowed another's
+    body_class: int | None  # the class whose pattern the body shows (the label unless it borrowed
+                            # another's); None for a picture with no bird
 
 
 class SyntheticParts(Dataset):
     """`num_images` synthetic head+body objects of `num_classes` classes (at most 8).
 
     Labels are balanced: item i has label i % num_classes. Everything else about item i is drawn
-    from np.random.default_rng([seed, i]).
+    from np.random.default_rng([seed, i]). A share ``empty_fraction`` of the items (drawn apart,
+    so the other items are the same pictures whatever the share) show no bird: a training set's
+    pictures whose label is, in effect, drawn at random (the module docstring says why).
     """
 
     def __init__(self, num_images: int, num_classes: int = 4, image_size: int = 160, seed: int = 0,
-                 transform=None):
+                 transform=None, empty_fraction: float = 0.0):
         if not 2 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
         self.num_images = num_images
@@ -88,6 +98,7 @@ class SyntheticParts(Dataset):
         self.image_size = image_size
         self.seed = seed
         self.transform = transform
+        self.empty_fraction = empty_fraction
         self.class_names = [f"{color}-crest" for color in list(HEAD_COLORS)[:num_classes]]
 
     def __len__(self) -> int:
@@ -103,17 +114,20 @@ class SyntheticParts(Dataset):
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         rng = np.random.default_rng([self.seed, index])
+        if self.empty_fraction and np.random.default_rng([self.seed, index, 1]).random() < self.empty_fraction:
+            return render_empty(rng, index % self.num_classes, self.num_classes, self.image_size)
         return render_sample(rng, index % self.num_classes, self.num_classes, self.image_size)
 
     def __getitem__(self, index: int):
         sample = self.render(index)
         image = tv_tensors.Image(torch.from_numpy(sample.image).permute(2, 0, 1))
-        boxes = make_boxes([sample.box], *sample.image.shape[:2])
+        boxes = make_boxes([] if sample.box is None else [sample.box], *sample.image.shape[:2])
         # uint8 masks: geometric transforms interpolate Masks with nearest-neighbour, not bools.
         masks = {name: tv_tensors.Mask(torch.from_numpy(mask.astype(np.uint8)))
                  for name, mask in (("head_mask", sample.head_mask), ("body_mask", sample.body_mask))}
         image, boxes, masks = transform_sample(self.transform, image, boxes, masks)
-        target = {"label": sample.label, "body_class": sample.body_class, "boxes": boxes, "image_id": f"synthetic-{self.seed}-{index}",
+        target = {"label": sample.label, "body_class": -1 if sample.body_class is None else sample.body_class,
+                  "boxes": boxes, "image_id": f"synthetic-{self.seed}-{index}",
                   "path": f"synthetic://seed{self.seed}/{index}"}
         target.update({name: mask.as_subclass(torch.Tensor).bool() for name, mask in masks.items()})
         return image, target
@@ -264,6 +278,15 @@ def render_sample(rng: np.random.Generator, label: int, num_classes: int, size: 
     return SyntheticSample(image, label, mask_box(head | body), head, body, pattern_class)
 
 
+def render_empty(rng: np.random.Generator, label: int, num_classes: int, size: int) -> SyntheticSample:
+    """The background alone, no bird: what a picture labelled ``label`` shows when its label
+    says nothing about it (its decoys are bodies of random classes, never a head)."""
+    canvas = render_background(rng, size, num_classes)
+    canvas += rng.normal(0, 5, canvas.shape).astype(np.float32)
+    nothing = np.zeros((size, size), dtype=bool)
+    return SyntheticSample(np.clip(canvas + 0.5, 0, 255).astype(np.uint8), label, None, nothing, nothing, None)
+
+
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     """Tight XYXY box (pixel edges) around the True pixels of a [H, W] mask."""
     rows = np.flatnonzero(mask.any(axis=1))
@@ -277,22 +300,26 @@ def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
 # Example files for the app and docs
 
 
-def write_examples(out_dir: str | Path, count: int, seed: int = 0, num_classes: int = 4,
+def write_examples(out_dir: str | Path, indices, seed: int = 0, num_classes: int = 4,
                    image_size: int = 160) -> Path:
-    """Write `count` PNGs plus labels.csv (`path,label,x0,y0,x1,y1`, readable by CSVBoxDataset).
-
-    The CSV's label column holds class names. Returns the CSV path.
-    """
+    """Write the pictures ``indices`` (or ``range(indices)`` for a count) of a seed as PNGs,
+    labels.csv (`path,label,x0,y0,x1,y1`, readable by CSVBoxDataset; labels are class names) and
+    each picture's parts in ``parts/<name>.png`` (``acol.story.Parts``: its head, its body, the
+    class its body's pattern shows), so a viewer can check what a model's maps found on it.
+    Returns the CSV path."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = SyntheticParts(count, num_classes=num_classes, image_size=image_size, seed=seed)
+    (out_dir / "parts").mkdir(parents=True, exist_ok=True)
+    dataset = SyntheticParts(max(indices) + 1 if not isinstance(indices, int) else indices,
+                             num_classes=num_classes, image_size=image_size, seed=seed)
     csv_path = out_dir / "labels.csv"
     with open(csv_path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["path", "label", "x0", "y0", "x1", "y1"])
-        for index in range(count):
+        for index in range(indices) if isinstance(indices, int) else indices:
             sample = dataset.render(index)
             name = f"synthetic_{seed}_{index:04d}.png"
             Image.fromarray(sample.image).save(out_dir / name)
+            Parts(sample.head_mask, sample.body_mask, dataset.class_names[sample.body_class]).save(
+                out_dir / "parts" / name)
             writer.writerow([name, dataset.class_names[sample.label], *(f"{v:g}" for v in sample.box)])
     return csv_path

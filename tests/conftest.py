@@ -97,7 +97,24 @@ def tiny_checkpoints(tmp_path_factory):
         shutil.copy(runs / name / "model.safetensors", folder / f"{name}.safetensors")
         shutil.copy(runs / name / "history.safetensors", folder / f"{name}.history.safetensors")
     describe_checkpoint(folder / "tiny_synthetic_acol.safetensors", TEACHING_DESCRIPTION)
+    siblings = folder / "tiny_synthetic_acol.deltas"  # "trained" at other δ: the same weights, relabelled
+    siblings.mkdir()
+    for delta in (0.3, 0.8):
+        relabel_erase_threshold(folder / "tiny_synthetic_acol.safetensors", siblings / f"delta_{delta}.safetensors", delta)
     return folder
+
+
+def relabel_erase_threshold(path: Path, out: Path, delta: float) -> None:
+    """A copy of a checkpoint whose model erases at ``delta``."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from acol.checkpoint import read_metadata, write_safetensors
+    metadata = read_metadata(path)
+    config = json.loads(metadata["config"])
+    config["model"]["erase_threshold"] = delta
+    write_safetensors(out, load_file(str(path)), dict(metadata, config=json.dumps(config)))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Specification of acol.synthetic: head+body "birds" that make ACoL's story testable."""
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from scipy import ndimage
 from torchvision import tv_tensors
 
 from acol.data import CSVBoxDataset, train_transform
+from acol.story import Parts
 from acol.synthetic import HEAD_COLORS, MAX_CLASSES, SyntheticParts, mask_box, write_examples
 
 
@@ -138,18 +140,48 @@ def test_masks_and_box_follow_a_training_transform():
             assert target["boxes"][0].tolist() == pytest.approx(mask_box(visible), abs=1.5)
 
 
-def test_generation_is_fast():
-    dataset = SyntheticParts(30, seed=10)
-    dataset.render(0)  # warm caches
-    start = time.perf_counter()
-    for index in range(len(dataset)):
-        dataset.render(index)
-    per_image = (time.perf_counter() - start) / len(dataset)
-    assert per_image < 0.015  # about 3 ms on one free core; slack for a busy machine
+def test_a_body_shows_its_class_whichever_way_a_training_flip_turns_it():
+    """Training flips pictures left-right: a body's class evidence must survive it (stripes that
+    tilt to either side are one class; classes spread over 180 degrees made 1 and 3 mirrors)."""
+    num_train = 120
+    dataset = SyntheticParts(2 * num_train, num_classes=4, seed=6)
+    samples = [dataset.render(i) for i in range(len(dataset))]
+    honest = np.array([s.body_class == s.label for s in samples])
+    labels = np.array([s.label for s in samples])
+
+    def flipped(sample):
+        return replace(sample, image=sample.image[:, ::-1], body_mask=sample.body_mask[:, ::-1])
+    features = np.stack([body_features(s) for s in samples[:num_train]] +
+                        [body_features(flipped(s)) for s in samples[num_train:]])
+    keep = honest.copy()
+    keep[:num_train] = True  # class means from every training body, scored on honest flipped ones
+    assert nearest_mean_accuracy(features[keep], labels[keep], num_train) >= 0.85
+
+
+def test_each_picture_says_which_class_its_body_shows():
+    dataset = SyntheticParts(200, num_classes=4, seed=12)
+    samples = [dataset.render(i) for i in range(len(dataset))]
+    borrowed = np.mean([s.body_class != s.label for s in samples])
+    assert 0.1 <= borrowed <= 0.35  # 30% borrow a random class's pattern, a quarter of them their own
+    assert all(dataset[i][1]["body_class"] == samples[i].body_class for i in range(5))
+
+
+def test_a_training_set_may_hold_birdless_pictures_and_keeps_its_birds_as_they_were():
+    plain, with_empty = SyntheticParts(60, seed=13), SyntheticParts(60, seed=13, empty_fraction=0.2)
+    empty = [i for i in range(60) if with_empty.render(i).box is None]
+    assert 5 <= len(empty) <= 20
+    for index in range(60):
+        sample = with_empty.render(index)
+        if index in empty:
+            assert not sample.head_mask.any() and sample.body_class is None
+            assert with_empty[index][1]["boxes"].shape == (0, 4) and with_empty[index][1]["body_class"] == -1
+        else:
+            assert np.array_equal(sample.image, plain.render(index).image)
+    assert with_empty.labels == plain.labels, "labels stay balanced: a birdless picture's says nothing"
 
 
 def test_write_examples_writes_pngs_and_a_csv_the_csv_reader_understands(tmp_path):
-    csv_path = write_examples(tmp_path / "examples", count=5, seed=11)
+    csv_path = write_examples(tmp_path / "examples", 5, seed=11)
     written = CSVBoxDataset(csv_path.parent, csv_path)
     original = SyntheticParts(5, seed=11)
 
@@ -160,3 +192,9 @@ def test_write_examples_writes_pngs_and_a_csv_the_csv_reader_understands(tmp_pat
         assert np.array_equal(image.permute(1, 2, 0).numpy(), sample.image)  # PNG is lossless
         assert written.class_names[target["label"]] == original.class_names[sample.label]
         assert target["boxes"][0].tolist() == list(sample.box)
+        parts = Parts.load(tmp_path / "examples" / "parts" / f"synthetic_11_{index:04d}.png")
+        assert (parts.head == sample.head_mask).all() and (parts.body == sample.body_mask).all()
+        assert parts.body_class == original.class_names[sample.body_class]
+    chosen = write_examples(tmp_path / "chosen", [3, 1], seed=11)
+    assert [row.path.name for row in CSVBoxDataset(chosen.parent, chosen).records] == \
+        ["synthetic_11_0003.png", "synthetic_11_0001.png"]

@@ -233,6 +233,7 @@ async function load(payload) {
   drawKey();
   draw();
   loadLearning(payload);
+  loadTrainedDeltas(payload);
 }
 
 // The colour key under the panels: the colour map from 0 to 1, and the erased and kept cells.
