@@ -32,7 +32,7 @@ from .checkpoint import load_checkpoint
 from .data import eval_transform
 from .device import resolve_device
 from .model import ACoL, ACoLOutput
-from .story import Parts
+from .synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_acol_efficientnet_lite0.safetensors"

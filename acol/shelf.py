@@ -25,7 +25,7 @@ from .checkpoint import CheckpointError, read_metadata
 from .data import CSVBoxDataset, CUBDataset
 from .device import resolve_device
 from .explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
-from .story import Parts
+from .synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "checkpoints"

@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from acol.data import make_boxes, transform_sample
-from acol.story import Parts
 
 # Saturated head colours; each class also gets its own head shape (same index).
 HEAD_COLORS = {
@@ -78,6 +78,40 @@ class SyntheticSample:
     body_mask: np.ndarray  # bool [H, W], visible body pixels (excludes the head)
     body_class: int | None  # the class whose pattern the body shows (the label unless it borrowed
                             # another's); None for a picture with no bird
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Where one picture's parts are, at the picture's own resolution, and the name of the class
+    whose pattern its body shows (``None`` when the generator did not say)."""
+
+    head: np.ndarray  # bool [H, W]
+    body: np.ndarray  # bool [H, W], the visible body (the head excluded)
+    body_class: str | None = None
+
+    def at(self, x: float, y: float) -> str:
+        """"head", "body" or "outside": the part under pixel ``(x, y)``."""
+        row, col = min(int(y), self.head.shape[0] - 1), min(int(x), self.head.shape[1] - 1)
+        return "head" if self.head[row, col] else "body" if self.body[row, col] else "outside"
+
+    def resized(self, size: tuple[int, int]) -> "Parts":
+        """The parts of the same picture shown at ``size = (width, height)`` (nearest pixel)."""
+        def scaled(mask):
+            return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+        return Parts(scaled(self.head), scaled(self.body), self.body_class)
+
+    def save(self, path) -> None:
+        """One 8-bit PNG: 0 outside, 1 body, 2 head, the body's class in its text (``load`` reads it)."""
+        info = PngInfo()
+        if self.body_class is not None:
+            info.add_text("body_class", self.body_class)
+        Image.fromarray(self.body.astype(np.uint8) + 2 * self.head.astype(np.uint8)).save(path, pnginfo=info)
+
+    @classmethod
+    def load(cls, path) -> "Parts":
+        with Image.open(path) as picture:
+            values = np.asarray(picture)
+            return cls(values == 2, values == 1, picture.info.get("body_class"))
 
 
 class SyntheticParts(Dataset):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acol.story import Parts, Story, peak_pixel, story_figures, story_of, story_words, summarize
+from acol.story import Story, peak_pixel, story_figures, story_of, story_words, summarize
+from acol.synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["red-crest", "blue-crest", "yellow-crest", "green-crest"]
