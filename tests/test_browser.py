@@ -274,7 +274,12 @@ def learning_pictures(page) -> dict:
         .map(canvas => [canvas.dataset.learn, canvas.toDataURL()]))""")
 
 
-def test_the_epoch_slider_shows_every_epoch_and_asks_the_server_nothing(viewer_url):
+def viewer_state(page, expression: str):
+    """A value of the viewer's own state (``view`` in viewer.js), e.g. "view.payload.story"."""
+    return page.evaluate(f"() => (view => {expression})(document.querySelector('[data-by-hand]').acolView)")
+
+
+def test_how_it_learned_opens_at_epoch_0_its_slider_asks_nothing_and_its_charts_read_on_a_phone(viewer_url):
     from playwright.sync_api import expect, sync_playwright
     elsewhere, asked = [], []
     with sync_playwright() as playwright:
@@ -282,8 +287,11 @@ def test_the_epoch_slider_shows_every_epoch_and_asks_the_server_nothing(viewer_u
         try:
             expect(page.locator("[data-learning]")).to_be_visible(timeout=30_000)
             expect(page.locator("[data-learn-cam]")).to_be_visible()  # the teaching model's CAM has a history too
+            # It opens before training, so the student sees the maps start from nothing.
+            expect(page.locator("[data-by-hand]")).to_have_attribute("data-epoch", "0")
+            expect(page.locator('[data-text="epoch-words"]')).to_contain_text("before training (epoch 0)")
             page.wait_for_timeout(1500)
-            last = learning_pictures(page)
+            opened = learning_pictures(page)
             page.on("request", lambda request: asked.append(request.url))
             seen = []
             for epoch in (0, 1, 2, 3):
@@ -292,11 +300,31 @@ def test_the_epoch_slider_shows_every_epoch_and_asks_the_server_nothing(viewer_u
                 words = page.locator('[data-text="epoch-words"]').inner_text()
                 assert words.startswith("before training (epoch 0)" if epoch == 0 else f"after epoch {epoch}:")
                 seen.append(learning_pictures(page))
+            assert seen[0] == opened, "the view opened at epoch 0"
             assert seen[0]["a"] != seen[-1]["a"] and seen[0]["b"] != seen[-1]["b"], "the maps change with the epoch"
-            assert seen[-1] == last, "the last epoch is the model shown above"
+
+            charts = viewer_state(page, "view.charts")
+            assert [chart["name"] for chart in charts] == ["loss", "accuracy"]
+            for chart in charts:  # numbers on both axes, and every series drawn its own way
+                assert chart["xTicks"] == ["0", "1", "2", "3"], chart
+                assert len(chart["yTicks"]) >= 3 and all(re.fullmatch(r"\d+(\.\d+)?", t) for t in chart["yTicks"])
+                styles = {(series["color"], series["dash"], series["marker"]) for series in chart["series"]}
+                assert len(styles) == len(chart["series"]) == 3, chart["series"]  # A, B and the CAM baseline
+                assert len({series["color"] for series in chart["series"]}) == 3
+                assert len({series["marker"] for series in chart["series"]}) == 3
+            assert charts[1]["yTicks"][-1] == "100", "accuracy in percent, up to 100"
+
+            page.set_viewport_size({"width": 400, "height": 800})  # a phone: redrawn at its new size
+            page.wait_for_function("""() => document.querySelector('[data-by-hand]').acolView.charts
+                .every(chart => chart.cssWidth <= 400)""")
+            ratio = page.evaluate("() => window.devicePixelRatio")
+            for chart in viewer_state(page, "view.charts"):
+                assert chart["fontPx"] >= 11, "numbers at least 11 CSS px tall on a phone"
+                assert chart["pixelWidth"] == round(chart["cssWidth"] * ratio), "drawn at its shown size"
+                assert chart["xTicks"] and chart["yTicks"]
             page.wait_for_timeout(500)
             ARTIFACTS.mkdir(exist_ok=True)
-            page.locator("[data-learning]").screenshot(path=str(ARTIFACTS / "app_learning.png"))
+            page.locator("[data-learning]").screenshot(path=str(ARTIFACTS / "app_learning_400.png"))
         finally:
             browser.close()
     assert asked == [], f"moving the epoch asked the server: {asked[:5]}"
