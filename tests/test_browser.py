@@ -274,7 +274,12 @@ def learning_pictures(page) -> dict:
         .map(canvas => [canvas.dataset.learn, canvas.toDataURL()]))""")
 
 
-def test_the_epoch_slider_shows_every_epoch_and_asks_the_server_nothing(viewer_url):
+def viewer_state(page, expression: str):
+    """A value of the viewer's own state (``view`` in viewer.js), e.g. "view.payload.story"."""
+    return page.evaluate(f"() => (view => {expression})(document.querySelector('[data-by-hand]').acolView)")
+
+
+def test_how_it_learned_opens_at_epoch_0_its_slider_asks_nothing_and_its_charts_read_on_a_phone(viewer_url):
     from playwright.sync_api import expect, sync_playwright
     elsewhere, asked = [], []
     with sync_playwright() as playwright:
@@ -282,8 +287,11 @@ def test_the_epoch_slider_shows_every_epoch_and_asks_the_server_nothing(viewer_u
         try:
             expect(page.locator("[data-learning]")).to_be_visible(timeout=30_000)
             expect(page.locator("[data-learn-cam]")).to_be_visible()  # the teaching model's CAM has a history too
+            # It opens before training, so the student sees the maps start from nothing.
+            expect(page.locator("[data-by-hand]")).to_have_attribute("data-epoch", "0")
+            expect(page.locator('[data-text="epoch-words"]')).to_contain_text("before training (epoch 0)")
             page.wait_for_timeout(1500)
-            last = learning_pictures(page)
+            opened = learning_pictures(page)
             page.on("request", lambda request: asked.append(request.url))
             seen = []
             for epoch in (0, 1, 2, 3):
@@ -292,11 +300,31 @@ def test_the_epoch_slider_shows_every_epoch_and_asks_the_server_nothing(viewer_u
                 words = page.locator('[data-text="epoch-words"]').inner_text()
                 assert words.startswith("before training (epoch 0)" if epoch == 0 else f"after epoch {epoch}:")
                 seen.append(learning_pictures(page))
+            assert seen[0] == opened, "the view opened at epoch 0"
             assert seen[0]["a"] != seen[-1]["a"] and seen[0]["b"] != seen[-1]["b"], "the maps change with the epoch"
-            assert seen[-1] == last, "the last epoch is the model shown above"
+
+            charts = viewer_state(page, "view.charts")
+            assert [chart["name"] for chart in charts] == ["loss", "accuracy"]
+            for chart in charts:  # numbers on both axes, and every series drawn its own way
+                assert chart["xTicks"] == ["0", "1", "2", "3"], chart
+                assert len(chart["yTicks"]) >= 3 and all(re.fullmatch(r"\d+(\.\d+)?", t) for t in chart["yTicks"])
+                styles = {(series["color"], series["dash"], series["marker"]) for series in chart["series"]}
+                assert len(styles) == len(chart["series"]) == 3, chart["series"]  # A, B and the CAM baseline
+                assert len({series["color"] for series in chart["series"]}) == 3
+                assert len({series["marker"] for series in chart["series"]}) == 3
+            assert charts[1]["yTicks"][-1] == "100", "accuracy in percent, up to 100"
+
+            page.set_viewport_size({"width": 400, "height": 800})  # a phone: redrawn at its new size
+            page.wait_for_function("""() => document.querySelector('[data-by-hand]').acolView.charts
+                .every(chart => chart.cssWidth <= 400)""")
+            ratio = page.evaluate("() => window.devicePixelRatio")
+            for chart in viewer_state(page, "view.charts"):
+                assert chart["fontPx"] >= 11, "numbers at least 11 CSS px tall on a phone"
+                assert chart["pixelWidth"] == round(chart["cssWidth"] * ratio), "drawn at its shown size"
+                assert chart["xTicks"] and chart["yTicks"]
             page.wait_for_timeout(500)
             ARTIFACTS.mkdir(exist_ok=True)
-            page.locator("[data-learning]").screenshot(path=str(ARTIFACTS / "app_learning.png"))
+            page.locator("[data-learning]").screenshot(path=str(ARTIFACTS / "app_learning_400.png"))
         finally:
             browser.close()
     assert asked == [], f"moving the epoch asked the server: {asked[:5]}"
@@ -311,7 +339,11 @@ def move_slider_in(page, selector: str, value) -> None:
     }""", [selector, value])
 
 
-def test_the_lesson_walks_from_first_to_last_step_and_answers_a_guess(viewer_url):
+B_CANVASES = ('canvas[data-panel="branch-b"]', 'canvas[data-panel="fused"]', 'canvas[data-learn="b"]',
+              'canvas[data-learn="cam"]')  # every view of what B found (the fused map and CAM's map too)
+
+
+def test_the_lesson_walks_from_first_to_last_step_and_hides_b_until_a_guess(viewer_url):
     from playwright.sync_api import expect, sync_playwright
     elsewhere, asked = [], []
     with sync_playwright() as playwright:
@@ -332,16 +364,43 @@ def test_the_lesson_walks_from_first_to_last_step_and_answers_a_guess(viewer_url
             expect(card).to_contain_text("erases")
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "lesson_400.png"))
-            card.get_by_role("button", name="Next →").click()  # step 3: the question, B's map hidden
+            card.get_by_role("button", name="Next →").click()  # step 3: the question
             expect(card).to_contain_text("Where will B look now?")
-            expect(page.locator("figure:has(canvas[data-panel=branch-b])")).to_have_class(re.compile("lesson-hidden"))
+            # Nothing on the page shows what B found: its panels, the fused map, How it learned's B and
+            # CAM maps, B's verdict, the values under the pointer, the story's words, B's training words.
+            for selector in B_CANVASES:
+                expect(page.locator(selector)).to_be_hidden()
+            assert page.locator("#verdict-b").inner_text() != verdict
+            assert " says " not in page.locator("#verdict-b").inner_text()
+            expect(page.locator("#story-line")).to_be_hidden()
+            expect(page.locator('[data-text="epoch-words"]')).to_be_hidden()
             erased = page.locator('canvas[data-panel="erased"]')  # the guess: a cell, clicked where a student sees it
             size = erased.bounding_box()
+            page.mouse.move(size["x"] + 5.5 * size["width"] / 8, size["y"] + 5.5 * size["height"] / 8)
+            painted(page)
+            hovered = page.locator("#cell-values").inner_text()
+            assert hovered.startswith("cell (row 5, column 5): A ") and not re.search(r"\bB \d", hovered), hovered
             erased.click(position={"x": 5.5 * size["width"] / 8, "y": 5.5 * size["height"] / 8})
+            # A click marks the guess (the student may change it); the answer waits for Next.
+            expect(card).to_contain_text("Your guess: ")
+            expect(card).to_contain_text("(row 5, column 5)")
+            expect(card).to_contain_text("step 3 of 8")
+            painted(page)
+            marks = viewer_state(page, "view.marks")
+            assert [mark["cell"] for mark in marks] == [[5, 5]] and "erased" in marks[0]["panels"], marks
+            for selector in B_CANVASES:
+                expect(page.locator(selector)).to_be_hidden()
+            card.get_by_role("button", name="Next →").click()  # step 4: B's answer
             expect(card).to_contain_text("step 4 of 8")
             text = card.inner_text()
             assert "right on it" in text or "away" in text, text
+            for selector in B_CANVASES:
+                expect(page.locator(selector)).to_be_visible()
             assert page.locator("#verdict-b").inner_text() == verdict, "a guess is no hand-made mask"
+            peak = viewer_state(page, "view.payload.states[view.payload.steps["  # at the model's δ
+                                "view.payload.deltas.indexOf(view.payload.model_delta)].state].b_peak")
+            marks = viewer_state(page, "view.marks")
+            assert [mark["cell"] for mark in marks] == [peak, [5, 5]], "B's peak and the guess, outlined"
             for step in range(5, 9):
                 card.get_by_role("button", name="Next →").click()
                 expect(card).to_contain_text(f"step {step} of 8")
@@ -354,8 +413,114 @@ def test_the_lesson_walks_from_first_to_last_step_and_answers_a_guess(viewer_url
             page.keyboard.press("Escape")
             expect(card).to_be_hidden()
             expect(page.locator(".lesson-focus")).to_have_count(0)
+            expect(page.locator(".lesson-hidden")).to_have_count(0)
             page.wait_for_timeout(500)
         finally:
             browser.close()
     assert asked == [], f"the lesson asked the server: {asked[:5]}"
+    assert not elsewhere
+
+
+def test_the_lesson_walks_the_picture_shown_an_example_an_upload_or_a_cam_models(viewer_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+    examples = sorted((REPO / "assets" / "examples").glob("*.png"))
+    elsewhere = []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            expect(page.locator("#status")).to_contain_text("δ = 0.50", timeout=30_000)
+            opened = page.locator("#status").inner_text().split("true class: ")[1].split(" ·")[0]
+            index = next(i for i, path in enumerate(examples) if example_label(path)[0] != opened)
+            label = example_label(examples[index])[0]
+            page.locator("#examples-0 .gallery-item").nth(index).click()  # another example, another class
+            expect(page.locator("#status")).to_contain_text(f"true class: {label}", timeout=30_000)
+            page.locator("#lesson-button").click()
+            card = page.locator("[data-lesson]")
+            expect(card).to_contain_text(f"This picture is labelled {label}.")
+            assert viewer_state(page, "view.payload.class_name") in card.inner_text()
+            page.keyboard.press("ArrowRight")
+            expect(card).to_contain_text("step 2 of 8")
+
+            upload = next(path for path in examples if example_label(path)[0] != label)
+            (tmp_path / "upload.png").write_bytes(upload.read_bytes())  # while the lesson is open: it starts again
+            page.locator("input[type=file]").first.set_input_files(str(tmp_path / "upload.png"))
+            expect(page.locator("#status")).to_contain_text(f"true class: {example_label(upload)[0]}", timeout=30_000)
+            expect(card).to_contain_text("step 1 of 8")
+            expect(card).to_contain_text(f"This picture is labelled {example_label(upload)[0]}.")
+            page.keyboard.press("Escape")
+
+            choose_model(page, "tiny_synthetic_cam")  # one branch: A's map, then no B, said plainly
+            expect(page.locator("#status")).to_contain_text("tiny_synthetic_cam: ", timeout=30_000)
+            page.locator("#lesson-button").click()
+            expect(card).to_contain_text("step 1 of 2")
+            expect(card).to_contain_text("This picture is labelled")
+            page.keyboard.press("ArrowRight")
+            expect(card).to_contain_text("step 2 of 2")
+            expect(card).to_contain_text("one branch")
+            expect(card).to_contain_text("Pick an ACoL model")
+            expect(page.locator("[data-learn-b]").first).to_be_hidden()  # its history has no erasing, no B
+        finally:
+            browser.close()
+    assert not elsewhere
+
+
+def show_story(page, **story) -> None:
+    """Draw the page's payload again with its story's facts replaced (the tiny models' stories
+    are whatever their random maps make them)."""
+    page.evaluate("""story => {
+        const element = document.querySelector("[data-by-hand]"), payload = element.acolView.payload;
+        return element.acolShow({...payload, story: {...payload.story, ...story}});
+    }""", story)
+
+
+def test_the_story_is_said_where_it_holds_and_where_it_does_not(viewer_url):
+    from playwright.sync_api import expect, sync_playwright
+    elsewhere = []
+    failing = "Here the story does not hold: B found the head too: A's erasing left part of the head, and B used it."
+    holding = "Here the story holds: A looks at the head, B at the body, B still says red-crest."
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            expect(page.locator("#status")).to_contain_text("δ = 0.50", timeout=30_000)
+            story = viewer_state(page, "view.payload.story")
+            assert set(story) >= {"holds", "parts_known", "words"}
+            # The story's words are on the page where the picture's parts are known.
+            if story["parts_known"]:
+                expect(page.locator("#story-line")).to_be_visible()
+            else:
+                expect(page.locator("#story-line")).to_be_hidden()
+
+            show_story(page, holds=False, parts_known=True, b_part="head", words=failing)
+            expect(page.locator("#story-line")).to_be_visible()
+            expect(page.locator("#story-line")).to_contain_text("Here the story does not hold: B found the head too")
+            card = page.locator("[data-lesson]")
+            page.locator("#lesson-button").click()
+            for step in range(3):  # to B's answer, with no guess
+                page.keyboard.press("ArrowRight")
+            expect(card).to_contain_text("step 4 of 8")
+            expect(card).to_contain_text("Here the story does not hold: B found the head too")
+            assert "other evidence" not in card.inner_text(), "never the story where it does not hold"
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "lesson_story_fails.png"))
+            for step in range(4):
+                page.keyboard.press("ArrowRight")
+            expect(card).to_contain_text("step 8 of 8")
+            expect(card).to_contain_text("does not hold")  # said again at the end
+            page.keyboard.press("Escape")
+
+            show_story(page, holds=True, parts_known=True, b_part="body", words=holding)
+            expect(page.locator("#story-line")).to_contain_text(holding)
+            page.locator("#lesson-button").click()
+            for step in range(3):
+                page.keyboard.press("ArrowRight")
+            expect(card).to_contain_text("step 4 of 8")
+            expect(card).to_contain_text("B found other evidence of the same class")
+            page.keyboard.press("ArrowRight")
+            expect(card).to_contain_text(holding)  # the fused step sums it up
+            page.keyboard.press("Escape")
+
+            show_story(page, parts_known=False)  # parts unknown: the lesson says it, not the page
+            expect(page.locator("#story-line")).to_be_hidden()
+        finally:
+            browser.close()
     assert not elsewhere

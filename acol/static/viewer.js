@@ -11,8 +11,10 @@
 
 const PANELS = ["branch-a", "erased", "branch-b", "fused"];
 const ONE_BRANCH_NOTE = "one-branch CAM model: nothing is erased, there is no branch B";
+// `marks`: cells the lesson outlines ({cell, panels, color, inset}); `hidingB`: the lesson's guess
+// is on, so nothing drawn here (verdict, hover values, the story's words) may show what B found.
 const view = {payload: null, photo: null, colors: null, delta: 0, box: 0, byHand: false, hover: null,
-              drawn: new Map(), frame: 0, paintedAt: 0};
+              drawn: new Map(), frame: 0, paintedAt: 0, marks: [], hidingB: false};
 const canvas = (id) => element.querySelector(`canvas[data-panel="${id}"]`);
 const bytes = (base64) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 // The index of the step nearest to a slider's value (δ: 0, 0.05, ... 1; the box threshold: those
@@ -148,12 +150,16 @@ function draw() {
       drawBox(context, state.boxes[boxStep], payload.predicted_box_color);
     }
     if (view.hover) outlineCell(context, view.hover);
-    if (view.mark && view.mark.panels.includes(id)) outlineCell(context, view.mark.cell, view.mark.color);
+    for (const {cell, panels, color, inset} of view.marks) {
+      if (panels.includes(id)) outlineCell(context, cell, color, inset, true);
+    }
   }
   const iou = state.ious ? ` · IoU with true box ${state.ious[boxStep].toFixed(2)}` : "";
   setWords("status", [payload.caption, words.erasing, `box above ${payload.box_thresholds[boxStep].toFixed(2)}${iou}`]
     .filter(Boolean).join(" · ") + (payload.note ? `  ${payload.note}` : ""));
-  setWords("verdict", payload.acol ? words.verdict : "A one-branch CAM model has no branch B.");
+  setWords("verdict", !payload.acol ? "A one-branch CAM model has no branch B."
+    : view.hidingB ? "(B's verdict waits until you have guessed where B will look.)" : words.verdict);
+  showStory(payload.story);
   setWords("cell", view.hover ? cellWords(view.hover, state) : "Hover a cell to read its values.");
   element.dataset.byHand = String(view.byHand);
   element.dataset.delta = payload.deltas[stepOf(view.delta)].toFixed(2);
@@ -178,25 +184,49 @@ function statePictures(key, state) {
   };
 }
 
+// Whether ACoL's story holds on this picture (acol/story.py, at the model's own δ), in Python's
+// words: shown where the picture's parts are known, so a bundled example where it fails says so.
+// (For any other picture the lesson says it.) Hidden while the lesson asks where B will look.
+function showStory(story) {
+  const line = element.querySelector('[data-text="story"]');
+  line.hidden = !(story && story.parts_known) || view.hidingB;
+  if (line.hidden) return;
+  line.dataset.holds = String(story.holds);
+  setWords("story", `At the model's own δ = ${view.payload.model_delta.toFixed(2)}: ${storyInBold(story.words)}`);
+}
+
+// The story's words with their verdict ("holds", "does not hold") in **bold**.
+const storyInBold = (words) => words.replace(/^Here the story (holds|does not hold)/, "Here the story **$1**");
+
 // Redraw in the next animation frame, once however many inputs arrive before it.
 function redraw() {
   if (!view.frame) view.frame = requestAnimationFrame(draw);
 }
 
 // The hovered cell in every panel: its edges in picture pixels, as overlay_mask draws the grid.
-function outlineCell(context, [row, col], color = "white") {
+// A mark (the lesson's) is `inset` pixels in from the cell's edges, so two marks of one cell (the
+// student's guess inside B's peak) both show, and has a dark rim, so it shows on a bright map too.
+function outlineCell(context, [row, col], color = "white", inset = 1, rim = false) {
   const {width, height, grid: [rows, cols]} = view.payload;
   const x0 = Math.ceil(col * width / cols), x1 = Math.ceil((col + 1) * width / cols);
   const y0 = Math.ceil(row * height / rows), y1 = Math.ceil((row + 1) * height / rows);
+  const outline = [x0 + inset, y0 + inset, x1 - x0 - 2 * inset, y1 - y0 - 2 * inset];
+  if (rim) {
+    context.strokeStyle = "rgba(0, 0, 0, 0.8)";
+    context.lineWidth = 4;
+    context.strokeRect(...outline);
+  }
   context.strokeStyle = color;
   context.lineWidth = 2;
-  context.strokeRect(x0 + 1, y0 + 1, x1 - x0 - 2, y1 - y0 - 2);
+  context.strokeRect(...outline);
 }
 
 function cellWords([row, col], state) {
   const index = row * view.payload.grid[1] + col, value = (base64) => (bytes(base64)[index] / 255).toFixed(2);
   if (!view.payload.acol) return `cell (row ${row}, column ${col}): A ${value(view.payload.a)}`;
   const erased = bytes(state.mask)[index] > 0 ? "**erased**" : "kept";
+  if (view.hidingB) return `cell (row ${row}, column ${col}): A ${value(view.payload.a)} · ${erased} · ` +
+                           "B and fused: after your guess";
   return `cell (row ${row}, column ${col}): A ${value(view.payload.a)} · ${erased} · B ${value(state.b)}` +
          ` · fused ${value(state.fused)}`;
 }
@@ -218,6 +248,8 @@ async function load(payload) {
   if (!view.payload) {
     setWords("status", payload && payload.message ? payload.message : "");
     element.querySelector("[data-learning]").hidden = true;
+    element.querySelector('[data-text="story"]').hidden = true;
+    lessonOnNewPicture();  // no picture: an open lesson closes
     return;
   }
   ({delta: view.delta, box_threshold: view.box, by_hand: view.byHand} = payload.view);
@@ -234,6 +266,7 @@ async function load(payload) {
   draw();
   loadLearning(payload);
   loadTrainedDeltas(payload);
+  lessonOnNewPicture();  // an open lesson starts again on the new picture
 }
 
 // The colour key under the panels: the colour map from 0 to 1, and the erased and kept cells.
