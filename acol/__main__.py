@@ -1,4 +1,4 @@
-"""Command line: ``python -m acol {train,train-everyday,evaluate,explain} ...`` (``--help`` on each)."""
+"""Command line: ``python -m acol {train,train-everyday,evaluate,explain,story} ...`` (``--help`` on each)."""
 
 import importlib
 import sys
@@ -8,6 +8,7 @@ COMMANDS = {
     "train-everyday": ("acol.everyday", "train branch B of the everyday model (A: the ImageNet classifier)"),
     "evaluate": ("acol.evaluate", "classification and localization metrics of a checkpoint"),
     "explain": ("acol.explain_command", "the four-panel ACoL figure of one image"),
+    "story": ("acol.story_command", "whether a synthetic model tells ACoL's story, checked with the part masks"),
 }
 
 

@@ -83,3 +83,19 @@ def test_the_figures_count_the_stories(tiny_checkpoints):
     assert summarize(stories) == {"pictures": 3, "a_peak_on_head": 66.7, "found": 100.0, "b_peak_on_body": 100.0,
                                   "b_right": 66.7, "b_right_on_honest_bodies": 100.0, "honest_bodies": 2,
                                   "story_holds": 33.3}
+
+
+def test_the_story_command_prints_one_row_per_checkpoint(tiny_checkpoints, tmp_path, capsys):
+    import json
+
+    from acol.story_command import main
+    out = tmp_path / "story.json"
+    assert main([str(tiny_checkpoints / "tiny_synthetic_acol.safetensors"),
+                 str(tiny_checkpoints / "tiny_synthetic_cam.safetensors"),
+                 "--seed", "9", "--count", "4", "--image-size", "64", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 pictures of generator seed 9" in printed
+    assert "| tiny_synthetic_acol | 0.5 |" in printed and "| tiny_synthetic_cam |" in printed
+    models = json.loads(out.read_text())["models"]
+    assert models["tiny_synthetic_acol"]["pictures"] == 4 and "b_peak_on_body" not in models["tiny_synthetic_cam"]
+    assert main([str(tmp_path / "missing.safetensors")]) == 1

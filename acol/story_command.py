@@ -1,0 +1,67 @@
+"""``python -m acol story``: does a synthetic model tell ACoL's story? (``acol.story``)
+
+    python -m acol story checkpoints/synthetic_acol_efficientnet_lite0_s8.safetensors --split heldout
+    python -m acol story CHECKPOINT [CHECKPOINT ...] --seed 12345 --count 400   # fresh pictures
+
+Each checkpoint explains every picture as the page does (the whole picture, A's own top-1, the
+model's δ and box threshold) and is checked against the generator's part masks: where A's and
+B's maps peak, whether B names the true class (on every picture, and on those whose body shows
+its own class), whether the page's box finds the bird (IoU >= 0.5). One row per checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .datasets import SYNTHETIC_SPLITS
+from .explain import Explainer
+from .story import story_figures
+from .synthetic import SyntheticParts
+
+COLUMNS = {"a_peak_on_head": "A's peak on the head", "b_peak_on_body": "B's peak on the body",
+           "b_right_on_honest_bodies": "B right (own-class bodies)", "b_right": "B right (all)",
+           "found": "fused box found (IoU >= 0.5)", "story_holds": "whole story holds"}
+
+
+def figures_table(rows: dict[str, dict]) -> str:
+    """A Markdown table: one row per checkpoint, the story's figures in percent."""
+    lines = ["| model | δ | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name, figures in rows.items():
+        cells = ["" if figures.get(key) is None else f"{figures[key]:.1f}" for key in COLUMNS]
+        lines.append(f"| {name} | {figures['erase_threshold']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m acol story", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", help="synthetic-data checkpoints (.safetensors)")
+    parser.add_argument("--split", choices=sorted(SYNTHETIC_SPLITS), default="heldout",
+                        help="the synthetic split whose pictures are checked (its seed and size)")
+    parser.add_argument("--seed", type=int, default=None, help="check fresh pictures of this generator seed instead")
+    parser.add_argument("--count", type=int, default=None, help="how many pictures (default: the split's size)")
+    parser.add_argument("--image-size", type=int, default=160, help="the pictures' side, as the page's examples")
+    parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    count, seed = SYNTHETIC_SPLITS[args.split]
+    seed, count = (seed if args.seed is None else args.seed), (count if args.count is None else args.count)
+    rows = {}
+    for path in args.checkpoints:
+        try:
+            explainer = Explainer.from_checkpoint(path)
+        except CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        pictures = SyntheticParts(count, len(explainer.class_names), args.image_size, seed=seed)
+        figures = story_figures(explainer, pictures)
+        rows[Path(path).stem] = dict(figures, erase_threshold=round(explainer.model.erase_threshold, 2),
+                                     box_threshold=round(explainer.default_box_threshold, 2))
+    print(f"{count} pictures of generator seed {seed}, explained as the page explains them\n")
+    print(figures_table(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"seed": seed, "count": count, "models": rows}, indent=2))
+    return 0
