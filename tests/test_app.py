@@ -519,7 +519,7 @@ def test_the_page_opens_on_the_example_that_tells_acols_story_best(tiny_checkpoi
     from acol.shelf import CheckpointShelf, ExampleImages, content_digest
     page = Page(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
     paths = page.examples.groups[0].paths
-    strengths = [lesson_strength(page.answer_file(path, content_digest(path), TEACHING, 0.5, 0.2).explanation)
+    strengths = [lesson_strength(page.answer_file(path, content_digest(path), TEACHING).explanation)
                  for path in paths]
     assert page.first.image == paths[strengths.index(max(strengths))]  # the first one when none tells it
 

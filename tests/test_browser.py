@@ -359,3 +359,39 @@ def test_the_lesson_walks_from_first_to_last_step_and_answers_a_guess(viewer_url
             browser.close()
     assert asked == [], f"the lesson asked the server: {asked[:5]}"
     assert not elsewhere
+
+
+def test_an_example_clicked_at_moved_sliders_opens_there_answered_from_the_start_up_answers(viewer_demo):
+    """A teacher moves δ and the box threshold, then the class clicks an example: the sliders
+    only choose the view the example's payload opens on, so the server answers from what it
+    computed at start-up. Then another class is chosen from the dropdown, at the same δ."""
+    from playwright.sync_api import expect, sync_playwright
+    answers, example = viewer_demo.acol_page.answers, Path(viewer_demo.acol_page.examples.groups[0].paths[1])
+    label, _ = example_label(example)
+    elsewhere = []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_demo.url, elsewhere)
+        try:
+            expect(page.locator("#status")).to_contain_text("δ = 0.50", timeout=30_000)
+            move_slider(page, "erase-threshold", 0.6)
+            move_slider(page, "box-threshold", 0.35)
+            painted(page)
+            computed = answers.misses
+            page.locator("#examples-0 .gallery-item").nth(1).click()
+            status = page.locator("#status")
+            expect(status).to_contain_text(f"true class: {label}", timeout=30_000)
+            expect(status).to_contain_text("δ = 0.60")
+            expect(status).to_contain_text("box above 0.35")
+            expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.60)")
+            assert answers.misses == computed, "the click was answered from the start-up answers"
+
+            page.get_by_label("Class that drives the erasing (top-5 of branch A)").click()
+            other = page.get_by_role("option").nth(2)
+            name = other.inner_text().strip().rsplit(" (", 1)[0]
+            other.click()
+            expect(status).to_contain_text(f"tiny_synthetic_acol: {name} (", timeout=30_000)
+            expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.60)")
+        finally:
+            browser.close()
+    assert not elsewhere
+
