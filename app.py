@@ -6,7 +6,8 @@ draws the four views in the browser.
 
 Binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise (as on
 Hugging Face Spaces). Every event has an ``api_name``, so ``gradio_client`` can script the page.
-On a ZeroGPU Space the one function that runs a model for a request is lent a GPU per call.
+On a ZeroGPU Space the one function that runs a model for a request is lent a GPU per call, and
+answers on the CPU when ZeroGPU lends none (acol.zerogpu).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from acol.scripts import Scripts  # noqa: E402
 from acol.payload import SLIDER_STEP  # noqa: E402
 from acol.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
 from acol.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
+from acol.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E402
 
 # System fonts: the default theme would fetch its fonts from Google, and the page must run offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -47,7 +49,6 @@ MAX_UPLOAD = os.environ.get("ACOL_MAX_UPLOAD", "20mb")
 REQUEST_TIMEOUT_S = float(os.environ.get("ACOL_REQUEST_TIMEOUT", "20"))  # decoding + explaining one upload
 QUEUE_LIMIT = int(os.environ.get("ACOL_QUEUE_LIMIT", "64"))  # waiting events; more are turned away
 CACHE_MB = int(os.environ.get("ACOL_CACHE_MB", "256"))  # the answers shared by every session
-GPU_SECONDS = 15  # what a ZeroGPU call may take: an upload runs in well under a second
 # The page's sliders are drawn in the browser; a script's slider move (/set_erase_threshold) re-runs
 # only the later branches and draws three pictures: two at once keep both cores of a small host busy.
 SLIDER_CONCURRENCY = 2
@@ -343,9 +344,15 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
     if not shelf.names():
         return no_checkpoint_page(checkpoint_dir)
     examples = ExampleImages([folder for folder in examples_dirs if Path(folder).is_dir()])
-    page = Page(shelf, examples, device, cache_bytes=CACHE_MB << 20, warn=gr.Warning,
-                request_timeout_s=REQUEST_TIMEOUT_S)
-    page.runner.on_gpu(spaces.GPU(duration=GPU_SECONDS))
+    # On a ZeroGPU Space the models moved to its GPU are packed away for the worker that a lent GPU
+    # runs in, so copies stay on the CPU to answer when ZeroGPU lends none (acol.zerogpu);
+    # ACOL_ZEROGPU=cpu keeps every request on the CPU.
+    on_zerogpu = spaces.config.Config.zero_gpu
+    where = zerogpu_mode() if on_zerogpu else "gpu"
+    page = Page(shelf, examples, "cpu" if where == "cpu" else device, cache_bytes=CACHE_MB << 20, warn=gr.Warning,
+                request_timeout_s=REQUEST_TIMEOUT_S, keep_cpu_models=on_zerogpu)
+    on_gpu = spaces.GPU(duration=GPU_SECONDS)(page.runner.run_here)  # elsewhere spaces.GPU changes nothing
+    page.runner.run = GpuOrCpu(on_gpu, page.cpu_runner.run_here, where) if on_zerogpu else on_gpu
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour
     # (not the pictures the page is built with, nor the examples: Gradio keeps those).
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

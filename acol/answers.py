@@ -7,7 +7,7 @@
         |
         +-- ModelRunner.run(task, model, ...): the one function that runs a model for a request,
               on the model's device (the GPU a ZeroGPU Space lends each call, when app.py
-              decorates it), returning CPU data only
+              decorates it; acol.zerogpu), returning CPU data only
               -> Answer(explanation on the CPU, the page's payload when asked for)
 
 The page's answer to a picture is its payload, which holds every δ step and every box threshold:
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checkpoint import CheckpointError
 from .drawing import page_pictures, render_panels
 from .explain import Explainer, Explanation, branch_b_verdict
 from .learning import Histories, learning_payload
@@ -141,23 +142,31 @@ class AnswerCache:
 class ModelRunner:
     """Runs the shelf's models for the page's requests: ``run(task, model_name, ...)`` with task
     one of explain, reexplain, toggle_cell, sweep. Everything a model computes for a request goes
-    through ``run``, so on a ZeroGPU Space app.py decorates just this one function
-    (``on_gpu(spaces.GPU(...))``); it takes and returns CPU data only, as ZeroGPU's worker
-    process pickles both ways."""
+    through ``run``, so on a ZeroGPU Space app.py decorates just this one function (acol.zerogpu);
+    it takes and returns CPU data only, as ZeroGPU's worker process pickles both ways."""
 
     TASKS = ("explain", "reexplain", "toggle_cell", "sweep")
 
-    def __init__(self, shelf: CheckpointShelf):
+    def __init__(self, shelf: CheckpointShelf, histories: Histories | None = None):
         self.shelf = shelf
-        self.histories = Histories(shelf) if isinstance(shelf, CheckpointShelf) else None
-        self.run = self._run
+        self.histories = histories or (Histories(shelf) if isinstance(shelf, CheckpointShelf) else None)
+        self.run = self.run_here
 
-    def on_gpu(self, decorate) -> None:
-        """Run every request through ``decorate(run)`` (``spaces.GPU(duration=...)``)."""
-        self.run = decorate(self._run)
+    def on_cpu(self) -> "ModelRunner":
+        """A runner over copies of this one's models on the CPU (its histories shared): what a
+        ZeroGPU Space answers on when it lends no GPU, as its own models then live packed away
+        for the GPU worker."""
+        if self.histories is not None:  # loaded now, while this runner's models are still at hand to check them by
+            for name in self.shelf.names():
+                try:
+                    self.histories[name]
+                except CheckpointError:
+                    pass  # a file that cannot load says so when chosen
+        return ModelRunner(self.shelf.copy_on_cpu(), self.histories)
 
     @torch.inference_mode()
-    def _run(self, task: str, model_name: str, *args, **kwargs):
+    def run_here(self, task: str, model_name: str, *args, **kwargs):
+        """``task`` run in this process, on the device its model is on."""
         if task not in self.TASKS:
             raise ValueError(f"unknown task {task!r}")
         return getattr(self, f"_{task}")(self.shelf[model_name], *args, **kwargs)

@@ -31,6 +31,7 @@ from .checkpoint import CheckpointError
 from .data import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
 from .explain import Explanation, check_cell, lesson_strength, top_classes
+from .device import resolve_device
 from .payload import snapped, with_view
 from .serving import RequestTimeout, call_with_timeout
 from .shelf import CheckpointShelf, ExampleImages, content_digest, page_models, route_picture
@@ -124,7 +125,10 @@ class Page:
     """The page's logic over a shelf of checkpoints and example folders."""
 
     def __init__(self, shelf: CheckpointShelf, examples: ExampleImages, device="cpu", cache_bytes: int = CACHE_BYTES,
-                 warn=lambda message: None, request_timeout_s: float = REQUEST_TIMEOUT_S):
+                 warn=lambda message: None, request_timeout_s: float = REQUEST_TIMEOUT_S, keep_cpu_models=False):
+        """The page over ``shelf``'s models, moved to ``device`` once its examples are computed on
+        the CPU; ``keep_cpu_models``: copies of them stay on the CPU (``cpu_runner``), to answer
+        when the device is refused (a ZeroGPU Space that lends no GPU: acol.zerogpu)."""
         self.shelf, self.examples, self.warn = shelf, examples, warn
         self.request_timeout_s = request_timeout_s
         self.runner = ModelRunner(shelf.to("cpu").load_all())
@@ -135,6 +139,8 @@ class Page:
         self.example_files: list[list[str]] = [list(group.paths) for group in examples.groups]
         self.first = self.first_view()
         self.precompute_examples()
+        on_cpu = resolve_device(device).type == "cpu"
+        self.cpu_runner = self.runner if on_cpu else self.runner.on_cpu() if keep_cpu_models else None
         shelf.to(device)
 
     # ------------------------------------------------------------------------------------------
