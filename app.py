@@ -90,6 +90,32 @@ def as_output(value, component, given: dict):
     return gradio_value(value)
 
 
+def session_copies_keep_their_ids() -> None:
+    """Have Gradio's per-session copy of a component keep the component's id.
+
+    Gradio (6.x) answers an update of a component (even a skip) by building a new one, with a
+    new id, and keeping it in the session in the component's place; each later event that reads
+    or sets that component then stores the copy once more, under the copy's own id
+    (``Blocks.preprocess_data`` and ``postprocess_data``: ``if block._id not in state:
+    state[block._id] = block``). So a session grew by one component for every such pair of
+    events: the class chosen after each upload (an upload updates its choices), a tab opened
+    after each picture (the picture the tab shows was skipped), an event after a model change
+    (it updates whether the δ slider moves). Kept in a component's place, the copy takes the
+    component's id, so it replaces and never adds. Idempotent."""
+    from gradio.blocks import Block
+    from gradio.state_holder import SessionState
+    store = SessionState.__setitem__
+    if getattr(store, "keeps_ids", False):
+        return
+
+    def store_keeping_id(self, key, value):
+        if isinstance(value, Block) and value._id != key:
+            value._id = key
+        store(self, key, value)
+    store_keeping_id.keeps_ids = True
+    SessionState.__setitem__ = store_keeping_id
+
+
 def shown_per_group(shown, groups: int) -> list:
     """``View.examples_shown`` as one update per example group's box."""
     return [gr.skip()] * groups if shown is KEEP else [gr.update(visible=visible) for visible in shown]
@@ -135,9 +161,8 @@ class Layout:
 
     def outputs(self, names) -> list:
         """An event's outputs: the session and the components of the View fields it may change.
-        Only those: Gradio builds a new component for every update, even a skip, and for a
-        component that is also the event's input each one stayed in the session (+24 KB a
-        request in a 120 s soak)."""
+        Only those: Gradio builds a new component for every update, even a skip, and keeps it in
+        the session (``session_copies_keep_their_ids`` says what that cost before)."""
         return [self.session] + [component for name in names for component in self.fields()[name]]
 
     def values(self, view: View, names, given: dict | None = None) -> list:
@@ -353,6 +378,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
                 request_timeout_s=REQUEST_TIMEOUT_S, keep_cpu_models=on_zerogpu)
     on_gpu = spaces.GPU(duration=GPU_SECONDS)(page.runner.run_here)  # elsewhere spaces.GPU changes nothing
     page.runner.run = GpuOrCpu(on_gpu, page.cpu_runner.run_here, where) if on_zerogpu else on_gpu
+    session_copies_keep_their_ids()
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour
     # (not the pictures the page is built with, nor the examples: Gradio keeps those).
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
