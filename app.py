@@ -6,7 +6,8 @@ draws the four views in the browser.
 
 Binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise (as on
 Hugging Face Spaces). Every event has an ``api_name``, so ``gradio_client`` can script the page.
-On a ZeroGPU Space the one function that runs a model for a request is lent a GPU per call.
+On a ZeroGPU Space the one function that runs a model for a request is lent a GPU per call, and
+answers on the CPU when ZeroGPU lends none (acol.zerogpu).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from acol.scripts import Scripts  # noqa: E402
 from acol.payload import SLIDER_STEP  # noqa: E402
 from acol.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
 from acol.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
+from acol.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E402
 
 # System fonts: the default theme would fetch its fonts from Google, and the page must run offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -47,7 +49,6 @@ MAX_UPLOAD = os.environ.get("ACOL_MAX_UPLOAD", "20mb")
 REQUEST_TIMEOUT_S = float(os.environ.get("ACOL_REQUEST_TIMEOUT", "20"))  # decoding + explaining one upload
 QUEUE_LIMIT = int(os.environ.get("ACOL_QUEUE_LIMIT", "64"))  # waiting events; more are turned away
 CACHE_MB = int(os.environ.get("ACOL_CACHE_MB", "256"))  # the answers shared by every session
-GPU_SECONDS = 15  # what a ZeroGPU call may take: an upload runs in well under a second
 # The page's sliders are drawn in the browser; a script's slider move (/set_erase_threshold) re-runs
 # only the later branches and draws three pictures: two at once keep both cores of a small host busy.
 SLIDER_CONCURRENCY = 2
@@ -87,6 +88,32 @@ def as_output(value, component, given: dict):
         value = value.value if isinstance(value, Update) else value
         value = given[id(component)] if value is KEEP else value
     return gradio_value(value)
+
+
+def session_copies_keep_their_ids() -> None:
+    """Have Gradio's per-session copy of a component keep the component's id.
+
+    Gradio (6.x) answers an update of a component (even a skip) by building a new one, with a
+    new id, and keeping it in the session in the component's place; each later event that reads
+    or sets that component then stores the copy once more, under the copy's own id
+    (``Blocks.preprocess_data`` and ``postprocess_data``: ``if block._id not in state:
+    state[block._id] = block``). So a session grew by one component for every such pair of
+    events: the class chosen after each upload (an upload updates its choices), a tab opened
+    after each picture (the picture the tab shows was skipped), an event after a model change
+    (it updates whether the δ slider moves). Kept in a component's place, the copy takes the
+    component's id, so it replaces and never adds. Idempotent."""
+    from gradio.blocks import Block
+    from gradio.state_holder import SessionState
+    store = SessionState.__setitem__
+    if getattr(store, "keeps_ids", False):
+        return
+
+    def store_keeping_id(self, key, value):
+        if isinstance(value, Block) and value._id != key:
+            value._id = key
+        store(self, key, value)
+    store_keeping_id.keeps_ids = True
+    SessionState.__setitem__ = store_keeping_id
 
 
 def shown_per_group(shown, groups: int) -> list:
@@ -134,9 +161,8 @@ class Layout:
 
     def outputs(self, names) -> list:
         """An event's outputs: the session and the components of the View fields it may change.
-        Only those: Gradio builds a new component for every update, even a skip, and for a
-        component that is also the event's input each one stayed in the session (+24 KB a
-        request in a 120 s soak)."""
+        Only those: Gradio builds a new component for every update, even a skip, and keeps it in
+        the session (``session_copies_keep_their_ids`` says what that cost before)."""
         return [self.session] + [component for name in names for component in self.fields()[name]]
 
     def values(self, view: View, names, given: dict | None = None) -> list:
@@ -343,9 +369,16 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
     if not shelf.names():
         return no_checkpoint_page(checkpoint_dir)
     examples = ExampleImages([folder for folder in examples_dirs if Path(folder).is_dir()])
-    page = Page(shelf, examples, device, cache_bytes=CACHE_MB << 20, warn=gr.Warning,
-                request_timeout_s=REQUEST_TIMEOUT_S)
-    page.runner.on_gpu(spaces.GPU(duration=GPU_SECONDS))
+    # On a ZeroGPU Space the models moved to its GPU are packed away for the worker that a lent GPU
+    # runs in, so copies stay on the CPU to answer when ZeroGPU lends none (acol.zerogpu);
+    # ACOL_ZEROGPU=cpu keeps every request on the CPU.
+    on_zerogpu = spaces.config.Config.zero_gpu
+    where = zerogpu_mode() if on_zerogpu else "gpu"
+    page = Page(shelf, examples, "cpu" if where == "cpu" else device, cache_bytes=CACHE_MB << 20, warn=gr.Warning,
+                request_timeout_s=REQUEST_TIMEOUT_S, keep_cpu_models=on_zerogpu)
+    on_gpu = spaces.GPU(duration=GPU_SECONDS)(page.runner.run_here)  # elsewhere spaces.GPU changes nothing
+    page.runner.run = GpuOrCpu(on_gpu, page.cpu_runner.run_here, where) if on_zerogpu else on_gpu
+    session_copies_keep_their_ids()
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour
     # (not the pictures the page is built with, nor the examples: Gradio keeps those).
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

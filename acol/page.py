@@ -14,8 +14,9 @@ A ``Session`` is one browser tab's memory (Gradio keeps it in a ``gr.State``): t
 shown, with the features a class change or a hand-made mask reuses, and the CAM baseline's.
 Every page event returns a ``View``: only the fields it sets change on the page (``KEEP``
 elsewhere). The page precomputes, on the CPU at start-up, the first view and every bundled
-example at its model's own δ and box threshold, so clicking an example costs the server a cache
-lookup; then the models move to their device.
+example; an answer's payload holds every δ and box threshold and each event sends it opening at
+the page's sliders (``acol.payload.with_view``), so clicking an example at any slider position
+costs the server a cache lookup. Then the models move to their device.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .checkpoint import CheckpointError
 from .data import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
 from .explain import Explanation, check_cell, top_classes
-from .payload import snapped
+from .device import resolve_device
+from .payload import snapped, with_view
 from .serving import RequestTimeout, call_with_timeout
 from .shelf import CheckpointShelf, ExampleImages, content_digest, page_models, route_picture
 
@@ -123,7 +125,10 @@ class Page:
     """The page's logic over a shelf of checkpoints and example folders."""
 
     def __init__(self, shelf: CheckpointShelf, examples: ExampleImages, device="cpu", cache_bytes: int = CACHE_BYTES,
-                 warn=lambda message: None, request_timeout_s: float = REQUEST_TIMEOUT_S):
+                 warn=lambda message: None, request_timeout_s: float = REQUEST_TIMEOUT_S, keep_cpu_models=False):
+        """The page over ``shelf``'s models, moved to ``device`` once its examples are computed on
+        the CPU; ``keep_cpu_models``: copies of them stay on the CPU (``cpu_runner``), to answer
+        when the device is refused (a ZeroGPU Space that lends no GPU: acol.zerogpu)."""
         self.shelf, self.examples, self.warn = shelf, examples, warn
         self.request_timeout_s = request_timeout_s
         self.runner = ModelRunner(shelf.to("cpu").load_all())
@@ -134,6 +139,8 @@ class Page:
         self.example_files: list[list[str]] = [list(group.paths) for group in examples.groups]
         self.first = self.first_view()
         self.precompute_examples()
+        on_cpu = resolve_device(device).type == "cpu"
+        self.cpu_runner = self.runner if on_cpu else self.runner.on_cpu() if keep_cpu_models else None
         shelf.to(device)
 
     # ------------------------------------------------------------------------------------------
@@ -194,28 +201,55 @@ class Page:
     # ------------------------------------------------------------------------------------------
     # Answers: computed once, shared
 
-    def answer_file(self, path: str, digest: str, model_name: str, delta: float, box: float) -> Answer:
-        """The picture in the file at ``path`` explained (decoded and run within the request time
-        limit); raises ImageLoadError, CheckpointError or RequestTimeout."""
+    def cached(self, key: tuple, compute) -> Answer:
+        """The answer to ``key``, computed once and shared (``AnswerCache``), knowing its key."""
+        return self.answers.get(key, lambda: replace(compute(), key=key))
+
+    def own_delta(self, model_name: str) -> float | None:
+        """The δ a model's page answers are erased at: its own (None for a CAM model)."""
         explainer = self.shelf[model_name]
+        return snapped(explainer.model.erase_threshold) if explainer.is_acol else None
+
+    def answer_file(self, path: str, digest: str, model_name: str) -> Answer:
+        """The page's answer to the picture in the file at ``path`` (decoded and run within the
+        request time limit): its payload, at every δ and box threshold; raises ImageLoadError,
+        CheckpointError or RequestTimeout."""
+        delta = self.own_delta(model_name)
         example = self.examples.find(digest)
 
         def compute():
             return call_with_timeout(self.request_timeout_s, lambda: self.runner.run(
                 "explain", model_name, load_rgb_image(path), true_boxes=None if example is None else example.true_boxes,
-                true_class=None if example is None else example.label, digest=digest, delta=snapped(delta),
-                box_threshold=box, parts=None if example is None else example.parts))
-        return self.answers.get(request_key(digest, model_name, None, snapped(delta) if explainer.is_acol else None, box),
-                                compute)
+                true_class=None if example is None else example.label, digest=digest, delta=delta, payload=True,
+                parts=None if example is None else example.parts))
+        return self.cached(request_key(digest, model_name, None, delta, True), compute)
 
-    def answer_again(self, explanation: Explanation, target_class: int, delta: float, box: float | None) -> Answer:
-        """The explained picture at another class or δ, erased by δ (cached by the image's content)."""
+    def answer_again(self, explanation: Explanation, target_class: int) -> Answer:
+        """The page's answer to the explained picture at another class (cached by its content)."""
+        model_name = explanation.model_name
+        delta = self.own_delta(model_name)
+        compute = lambda: self.runner.run("reexplain", model_name, explanation, target_class=target_class, delta=delta,
+                                          payload=True)
+        if not explanation.image_digest:
+            return compute()
+        return self.cached(request_key(explanation.image_digest, model_name, target_class, delta, True), compute)
+
+    def erased_at(self, explanation: Explanation, delta: float, target_class: int | None = None) -> Answer:
+        """``explanation``'s picture at ``target_class`` (None: its own) erased by ``delta``, without
+        a payload: what a script draws, and what the page exports, compares and erases by hand
+        from at the δ it shows. Cached by the picture's content, like the page's answers."""
+        target = explanation.target_class if target_class is None else int(target_class)
         is_acol = explanation.num_branches > 1
-        key = request_key(explanation.image_digest, explanation.model_name, target_class,
-                          delta if is_acol else None, box)
-        compute = lambda: self.runner.run("reexplain", explanation.model_name, explanation, target_class=target_class,
-                                          delta=delta, box_threshold=box)
-        return self.answers.get(key, compute) if explanation.image_digest else compute()
+        delta = round(float(delta), 2) if is_acol else None
+        if not explanation.erased_by_hand and target == explanation.target_class and (
+                not is_acol or explanation.erase_threshold == delta):  # it is erased so already
+            compute = lambda: Answer(explanation, None, self.shelf[explanation.model_name].note(explanation))
+        else:
+            compute = lambda: self.runner.run("reexplain", explanation.model_name, explanation, target_class=target,
+                                              delta=delta)
+        if not explanation.image_digest:
+            return compute()
+        return self.cached(request_key(explanation.image_digest, explanation.model_name, target, delta, False), compute)
 
     def shown(self, session: Session, delta: float, by_hand: bool) -> Explanation | None:
         """The explanation the page shows: the session's when it holds the hand-made mask the page
@@ -223,18 +257,15 @@ class Page:
         explanation = session.explanation
         if explanation is None or explanation.num_branches == 1 or by_hand and explanation.erased_by_hand:
             return explanation
-        if explanation.erased_by_hand or explanation.erase_threshold != snapped(delta):
-            return self.answer_again(explanation, explanation.target_class, snapped(delta), None).explanation
-        return explanation
+        return self.erased_at(explanation, snapped(delta)).explanation
 
     def precompute_examples(self) -> None:
-        """Every example of every model it belongs to, at the model's own δ and box threshold."""
+        """The page's answer to every example of every model it belongs to."""
         for model_name in self.shelf.names():
-            delta, box = self.defaults(model_name)
-            for group in self.examples_for(model_name) if delta is not None else ():
+            for group in self.examples_for(model_name) if self.defaults(model_name)[0] is not None else ():
                 for path in self.example_files[group]:
                     try:
-                        self.answer_file(path, content_digest(path), model_name, delta, box)
+                        self.answer_file(path, content_digest(path), model_name)
                     except (ImageLoadError, RequestTimeout):
                         pass  # said when clicked
 
@@ -252,15 +283,15 @@ class Page:
         answered = []
         for path in paths:
             try:
-                answered.append((path, self.answer_file(path, content_digest(path), model, delta, box)))
+                answered.append((path, self.answer_file(path, content_digest(path), model)))
             except (ImageLoadError, RequestTimeout):
                 pass
         if not answered:
             return FirstView(model, None, Session(), {"message": self.no_examples(model)}, Update(choices=[], value=None),
                              self.about(model), delta or 0.5, box or 0.2)
         path, answer = next((pair for pair in answered if pair[1].payload["story"]["holds"]), answered[0])
-        return FirstView(model, path, Session(answer.explanation), answer.payload, self.class_choices(answer.explanation),
-                         self.about(model), delta, box)
+        return FirstView(model, path, Session(answer.explanation), with_view(answer.payload, delta, box),
+                         self.class_choices(answer.explanation), self.about(model), delta, box)
 
     def open_upload(self, session: Session, path, model_name, delta, box) -> View:
         """A picture the user uploaded or pasted (None: the image box was cleared)."""
@@ -304,7 +335,7 @@ class Page:
             return replace(view, session=replace(view.session, explanation=None, baseline=None),
                            payload={"message": message}, classes=Update(choices=[], value=None))
         try:
-            answer = self.answer_file(path, digest, model_name, delta, box)
+            answer = self.answer_file(path, digest, model_name)
         except (ImageLoadError, CheckpointError, RequestTimeout) as error:
             problem = str(error).replace(str(path), Path(path).name)  # never the server's paths
             self.warn(problem)
@@ -317,16 +348,16 @@ class Page:
         baselines = self.baseline_choices(model_name)
         view = replace(view, session=replace(view.session, explanation=explanation, baseline=None,
                                              baseline_name=baselines.value), answer=answer,
-                       payload=answer.payload, classes=self.class_choices(explanation), baselines=baselines,
-                       delta=delta_slider)
+                       payload=with_view(answer.payload, delta, box), classes=self.class_choices(explanation),
+                       baselines=baselines, delta=delta_slider)
         return self.with_open_tab(view, delta, by_hand=False)
 
     def choose_class(self, session: Session, class_index, delta, box) -> View:
         """The same picture explained for another class, erased by δ."""
         if session.explanation is None or class_index is None:
             return View(session)
-        answer = self.answer_again(session.explanation, int(class_index), snapped(delta), box)
-        view = View(replace(session, explanation=answer.explanation), payload=answer.payload)
+        answer = self.answer_again(session.explanation, int(class_index))
+        view = View(replace(session, explanation=answer.explanation), payload=with_view(answer.payload, delta, box))
         return self.with_open_tab(view, delta, by_hand=False)
 
     def toggle_cell(self, session: Session, row, col, delta, box, by_hand=False) -> View:
@@ -340,9 +371,8 @@ class Page:
         except ValueError as error:
             self.warn(str(error))
             return View(session)
-        answer = self.runner.run("toggle_cell", shown.model_name, shown, int(row), int(col), delta=snapped(delta),
-                                 box_threshold=box)
-        view = View(replace(session, explanation=answer.explanation), payload=answer.payload)
+        answer = self.runner.run("toggle_cell", shown.model_name, shown, int(row), int(col), payload=True)
+        view = View(replace(session, explanation=answer.explanation), payload=with_view(answer.payload, delta, box))
         return self.with_open_tab(view, delta, by_hand=True)
 
     def open_tab(self, session: Session, tab: str, baseline, delta, by_hand) -> View:

@@ -204,3 +204,11 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "states": states, "steps": steps, "hand": hand,
             "view": {"delta": snapped(delta), "box_threshold": round(float(box_threshold), 2),
                      "by_hand": hand is not None}}
+
+
+def with_view(payload: dict, delta: float, box_threshold: float) -> dict:
+    """``payload`` opening at the page's sliders: ``delta``, ``box_threshold`` and, when the payload
+    holds one, the hand-made mask. A shallow copy: the payload itself, shared by every session
+    that shows the picture, holds every δ and box threshold, so the sliders are no part of it."""
+    return {**payload, "view": {"delta": snapped(delta), "box_threshold": round(float(box_threshold), 2),
+                                "by_hand": payload["hand"] is not None}}

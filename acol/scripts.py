@@ -3,14 +3,17 @@
 Before the page drew its own views in the browser, every event returned four pictures; scripts
 still get them, through the page's own logic (``acol.page``) and its shared answers, so a script
 uploading a bundled example is answered from the cache. A script's session is its one truth: a δ
-is a request, and the comparison follows its requests only once it asked for it (/compare).
+is a request (an explanation erased at that δ, ``Page.erased_at``: no payload, no "How it
+learned", which scripts never read), and the comparison follows its requests only once it asked
+for it (/compare). The pictures of a cached answer are cached beside it, within the answers'
+memory bound (``acol.answers.ScriptPictures``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .answers import Answer, script_views
+from .answers import Answer, ScriptPictures, pictures_key
 from .explain import Explanation, check_cell
 from .page import KEEP, Page, Session, Update, View, own_or
 from .shelf import content_digest
@@ -34,8 +37,17 @@ class Scripts:
         self.page = page
 
     def pictures(self, answer: Answer, box) -> dict:
-        pictures, status, verdict = script_views(answer, box)
-        return {**dict(zip(self.NAMES, pictures)), "status": status, "verdict": verdict}
+        """The four pictures of ``answer`` at box threshold ``box``, its status line and B's verdict
+        (drawn once per cached answer and box threshold)."""
+        draw = lambda: ScriptPictures.drawn(answer, box)
+        drawn = draw() if answer.key is None else self.page.answers.get(pictures_key(answer.key, box), draw)
+        return {**dict(zip(self.NAMES, drawn.pictures)), "status": drawn.status, "verdict": drawn.verdict}
+
+    def answer_shown(self, explanation: Explanation) -> Answer:
+        """The answer that holds the session's explanation (a hand-made mask's is its own)."""
+        if explanation.erased_by_hand:
+            return Answer(explanation, None, self.page.shelf[explanation.model_name].note(explanation))
+        return self.page.erased_at(explanation, explanation.erase_threshold)
 
     def with_comparison(self, session: Session, explanation: Explanation, baseline, outputs: dict) -> ScriptReply:
         """The comparison is drawn only while the script opened it (/compare)."""
@@ -50,7 +62,9 @@ class Scripts:
         if view.answer is None:
             return ScriptReply(view.session, {**outputs, **dict.fromkeys(self.NAMES), "status": view.payload["message"],
                                               "compared": None, "verdict": ""})
-        return ScriptReply(view.session, {**outputs, **self.pictures(view.answer, box)})
+        answer = self.page.erased_at(view.answer.explanation, delta)  # the page's answer is at the model's own δ
+        return ScriptReply(replace(view.session, explanation=answer.explanation),
+                           {**outputs, **self.pictures(answer, box)})
 
     def choose_model(self, session: Session, path, model_name, delta, box) -> ScriptReply:
         page_view = self.page.with_model(View(session), model_name)
@@ -74,8 +88,7 @@ class Scripts:
         explanation = session.explanation
         if explanation is None or explanation.num_branches == 1:
             return ScriptReply(session)
-        answer = self.page.answer_again(explanation, explanation.target_class, delta, box)
-        return self.redrawn(session, answer, box, baseline)
+        return self.redrawn(session, self.page.erased_at(explanation, delta), box, baseline)
 
     def toggle_cell(self, session: Session, row, col, box, baseline) -> ScriptReply:
         """Erase or restore feature cell (row, col), starting from the mask the session holds."""
@@ -87,8 +100,7 @@ class Scripts:
         except ValueError as error:
             self.page.warn(str(error))
             return ScriptReply(session)
-        answer = self.page.runner.run("toggle_cell", explanation.model_name, explanation, int(row), int(col),
-                                      box_threshold=box)
+        answer = self.page.runner.run("toggle_cell", explanation.model_name, explanation, int(row), int(col))
         return self.redrawn(session, answer, box, baseline)
 
     def reset_mask(self, session: Session, box, baseline) -> ScriptReply:
@@ -96,22 +108,20 @@ class Scripts:
         explanation = session.explanation
         if explanation is None or explanation.num_branches == 1:
             return ScriptReply(session)
-        answer = self.page.answer_again(explanation, explanation.target_class, explanation.erase_threshold, box)
-        return self.redrawn(session, answer, box, baseline)
+        return self.redrawn(session, self.page.erased_at(explanation, explanation.erase_threshold), box, baseline)
 
     def set_class(self, session: Session, class_index, box, baseline) -> ScriptReply:
         explanation = session.explanation
         if explanation is None or class_index is None:
             return ScriptReply(session)
-        answer = self.page.answer_again(explanation, int(class_index), explanation.erase_threshold, box)
+        answer = self.page.erased_at(explanation, explanation.erase_threshold, int(class_index))
         return self.redrawn(session, answer, box, baseline)
 
     def set_box_threshold(self, session: Session, box) -> ScriptReply:
         explanation = session.explanation
         if explanation is None:
             return ScriptReply(session)
-        answer = Answer(explanation, None, self.page.shelf[explanation.model_name].note(explanation))
-        drawn = self.pictures(answer, box)
+        drawn = self.pictures(self.answer_shown(explanation), box)
         return ScriptReply(session, {"fused": drawn["fused"], "status": drawn["status"]})
 
     def sweep(self, session: Session):

@@ -13,6 +13,7 @@ Nothing here imports Gradio.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -95,6 +96,14 @@ class CheckpointShelf:
             except CheckpointError:
                 pass
         return self
+
+    def copy_on_cpu(self) -> "CheckpointShelf":
+        """A shelf of copies of the loaded models, on the CPU (what loads later loads there). One
+        deep copy of them all, so models that share weights (the everyday model's branch A) still
+        share them."""
+        copied = copy.copy(self)
+        copied._explainers = copy.deepcopy(self._explainers)
+        return copied.to("cpu")
 
     def to(self, device: str | torch.device) -> "CheckpointShelf":
         """Move every loaded model, and those loaded later, to ``device``."""

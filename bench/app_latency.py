@@ -227,13 +227,12 @@ def main(argv: list[str] | None = None) -> int:
             return page_payload(explanation, explainer.model, explainer.model.erase_threshold, 0.2)
 
         runner = ModelRunner(_OneModel(explainer))
-        box = explainer.default_box_threshold
 
         def upload():  # what the server does for an upload it has not seen: decode, explain, payload
             return runner.run("explain", explainer.name, load_rgb_image(photo), delta=explainer.model.erase_threshold,
-                              box_threshold=box)
+                              payload=True)
         cache = AnswerCache(64 << 20)
-        key = request_key("a digest", explainer.name, None, explainer.model.erase_threshold, box)
+        key = request_key("a digest", explainer.name, None, explainer.model.erase_threshold, True)
         cache.get(key, upload)
 
         rows = [("upload: decode + explain + payload", median_ms(upload, args.repeats), UPLOAD_BUDGET_MS),

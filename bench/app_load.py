@@ -1,10 +1,11 @@
 """Load on the viewer: N concurrent gradio_client users against a real ``python app.py``.
 
     python bench/app_load.py [--users 1 4 16] [--moves 10] [--soak 300] [--compare-open] [--checkpoints DIR]
-                             [--scripts]
+                             [--scripts] [--example-at DELTA BOX]
 
 A class on one page: each user opens their own session; all N click the same bundled example at
-the same moment (the teaching model's first example), then all upload a different photo at the
+the same moment (the teaching model's first example, with the sliders where the page opens them, or
+at ``--example-at``: moved, as a teacher asks), then all upload a different photo at the
 same moment (CUB-50 test photos of distinct classes when ../shared/data/cub50 is there, else
 generated ones; the page sends an upload to the everyday model), then move the δ slider
 ``--moves`` times. The requests are the page's: a click is one /page_example_0 event, an upload
@@ -310,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-open", action="store_true", help="users have the Compare with CAM tab open")
     parser.add_argument("--scripts", action="store_true",
                         help="users are gradio_client scripts (/explain, /set_erase_threshold), not the page")
+    parser.add_argument("--example-at", type=float, nargs=2, metavar=("DELTA", "BOX"),
+                        help="the sliders where users click the example (default: where the page opens), "
+                             "e.g. 0.6 0.2 after a teacher moved them")
     parser.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     parser.add_argument("--model", default=None, help="checkpoint name (default: the first ACoL one)")
     args = parser.parse_args(argv)
@@ -321,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         shelf = CheckpointShelf(args.checkpoints)
         teaching = ExampleImages([REPO / "assets" / "examples"]).groups[0].class_names
         model = args.model or shelf.names(teaching)[0]  # the page's first model: the teaching one
-        User.example_settings = (shelf[model].model.erase_threshold, shelf[model].default_box_threshold)
+        User.example_settings = tuple(args.example_at or (shelf[model].model.erase_threshold,
+                                                           shelf[model].default_box_threshold))
         # Each photo alone on a server first: the replies every session must get back. Every load
         # then meets a fresh server, which has seen no upload (it answers a repeated picture from
         # its cache: that would not time an upload).

@@ -520,7 +520,7 @@ def test_the_page_opens_on_the_first_example_whose_story_holds(tiny_checkpoints)
     from acol.shelf import CheckpointShelf, ExampleImages, content_digest
     page = Page(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
     paths = page.examples.groups[0].paths
-    stories = [page.answer_file(path, content_digest(path), TEACHING, 0.5, 0.2).payload["story"] for path in paths]
+    stories = [page.answer_file(path, content_digest(path), TEACHING).payload["story"] for path in paths]
     assert all(story["parts_known"] for story in stories), "every bundled synthetic example knows its parts"
     holding = [path for path, story in zip(paths, stories) if story["holds"]]
     assert page.first.image == (holding[0] if holding else paths[0])

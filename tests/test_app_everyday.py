@@ -89,7 +89,7 @@ def test_an_example_click_is_answered_from_what_the_page_computed_at_start_up(pa
     first = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4)
     again = page.open_example(Session(), 1, 2, EVERYDAY_MODEL, 0.6, 0.4)
     assert page.answers.hits == hits + 2, "both clicks found the example precomputed"
-    assert first.payload is again.payload and first.session.explanation is again.session.explanation
+    assert first.answer is again.answer and first.session.explanation is again.session.explanation
 
 
 def test_every_shipped_everyday_photo_has_a_licence_line():

@@ -464,6 +464,41 @@ def test_the_lesson_walks_the_picture_shown_an_example_an_upload_or_a_cam_models
     assert not elsewhere
 
 
+def test_an_example_clicked_at_moved_sliders_opens_there_answered_from_the_start_up_answers(viewer_demo):
+    """A teacher moves δ and the box threshold, then the class clicks an example: the sliders
+    only choose the view the example's payload opens on, so the server answers from what it
+    computed at start-up. Then another class is chosen from the dropdown, at the same δ."""
+    from playwright.sync_api import expect, sync_playwright
+    answers, example = viewer_demo.acol_page.answers, Path(viewer_demo.acol_page.examples.groups[0].paths[1])
+    label, _ = example_label(example)
+    elsewhere = []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_demo.url, elsewhere)
+        try:
+            expect(page.locator("#status")).to_contain_text("δ = 0.50", timeout=30_000)
+            move_slider(page, "erase-threshold", 0.6)
+            move_slider(page, "box-threshold", 0.35)
+            painted(page)
+            computed = answers.misses
+            page.locator("#examples-0 .gallery-item").nth(1).click()
+            status = page.locator("#status")
+            expect(status).to_contain_text(f"true class: {label}", timeout=30_000)
+            expect(status).to_contain_text("δ = 0.60")
+            expect(status).to_contain_text("box above 0.35")
+            expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.60)")
+            assert answers.misses == computed, "the click was answered from the start-up answers"
+
+            page.get_by_label("Class that drives the erasing (top-5 of branch A)").click()
+            other = page.get_by_role("option").nth(2)
+            name = other.inner_text().strip().rsplit(" (", 1)[0]
+            other.click()
+            expect(status).to_contain_text(f"tiny_synthetic_acol: {name} (", timeout=30_000)
+            expect(page.locator("#verdict-b")).to_contain_text("(δ = 0.60)")
+        finally:
+            browser.close()
+    assert not elsewhere
+
+
 def show_story(page, **story) -> None:
     """Draw the page's payload again with its story's facts replaced (the tiny models' stories
     are whatever their random maps make them)."""
@@ -524,3 +559,44 @@ def test_the_story_is_said_where_it_holds_and_where_it_does_not(viewer_url):
         finally:
             browser.close()
     assert not elsewhere
+
+
+def test_a_sessions_state_stays_the_same_size_through_every_kind_of_event(viewer_demo, tmp_path):
+    """Gradio keeps a copy of a component an event updated (or skipped) in the session, and each
+    later event that read or set it stored that copy once more: a model change, an upload, a
+    class, a baseline and a tab each round grew the session by four or five components (app.py,
+    session_copies_keep_their_ids)."""
+    from playwright.sync_api import expect, sync_playwright
+    sessions = viewer_demo.state_holder.session_data
+    known = set(sessions)
+    sizes = []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_demo.url, [])
+        status = page.locator("#status")
+        try:
+            expect(status).to_contain_text("tiny_synthetic_acol: ", timeout=30_000)
+            for seed in range(3):
+                choose_model(page, "tiny_acol")  # it has a CAM baseline
+                expect(status).to_contain_text("tiny_acol: ", timeout=30_000)
+                photo = tmp_path / f"photo{seed}.png"
+                Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 72, 3), dtype=np.uint8)).save(photo)
+                page.locator("input[type=file]").first.set_input_files(str(photo))
+                expect(page.locator("#verdict-b")).to_contain_text("δ = ", timeout=30_000)
+                page.get_by_label("Class that drives the erasing (top-5 of branch A)").click()
+                other = page.get_by_role("option").nth(seed % 2 + 1)
+                name = other.inner_text().strip().rsplit(" (", 1)[0]
+                other.click()
+                expect(status).to_contain_text(f"tiny_acol: {name} (", timeout=30_000)
+                page.get_by_role("tab", name="Compare with CAM").click()
+                page.get_by_label("CAM baseline").click()
+                page.get_by_role("option", name="tiny_cam", exact=True).click()
+                expect(page.locator("#comparison img")).to_be_visible(timeout=30_000)
+                page.get_by_role("tab", name="How to read the views").click()
+                choose_model(page, "tiny_synthetic_acol")
+                expect(status).to_contain_text("tiny_synthetic_acol: ", timeout=30_000)
+                page.wait_for_timeout(1000)  # every event has been answered
+                (session,) = [sessions[key] for key in set(sessions) - known]
+                sizes.append(len(session.blocks_config.blocks))
+        finally:
+            browser.close()
+    assert sizes[2] == sizes[1] == sizes[0], sizes

@@ -72,7 +72,7 @@ def test_the_pages_payload_is_made_on_the_device_and_agrees_with_the_cpus(device
         assert np.abs(np.array(state["boxes"]) - np.array(expected["boxes"])).max() <= 2, "within a pixel or two"
         assert np.allclose(state["ious"], expected["ious"], atol=0.03)
     runner = ModelRunner({here.name: here})
-    answer = runner.run("explain", here.name, image, delta=0.5, box_threshold=0.3)
+    answer = runner.run("explain", here.name, image, delta=0.5, payload=True)
     assert answer.explanation.output.features.device.type == "cpu", "an answer leaves the device as CPU data"
 
 

@@ -16,7 +16,7 @@ TEACHING, CAM = "tiny_synthetic_acol", "tiny_synthetic_cam"
 
 def explained(folder, model=TEACHING):
     runner = ModelRunner(CheckpointShelf(folder))
-    return runner.run("explain", model, Image.open(EXAMPLE).convert("RGB"), delta=0.5, box_threshold=0.3)
+    return runner.run("explain", model, Image.open(EXAMPLE).convert("RGB"), delta=0.5, payload=True)
 
 
 def test_a_model_with_a_history_brings_every_epochs_maps_and_its_cam_baselines(tiny_checkpoints):
@@ -48,5 +48,5 @@ def test_a_model_without_a_history_or_with_a_broken_one_has_no_history_view(tiny
 def test_a_hand_made_mask_leaves_how_it_learned_unchanged(tiny_checkpoints):
     runner = ModelRunner(CheckpointShelf(tiny_checkpoints))
     answer = explained(tiny_checkpoints)
-    toggled = runner.run("toggle_cell", TEACHING, answer.explanation, 2, 3, box_threshold=0.3)
+    toggled = runner.run("toggle_cell", TEACHING, answer.explanation, 2, 3, payload=True)
     assert toggled.payload["learning"] == "unchanged"

@@ -24,7 +24,7 @@ def test_each_model_trained_at_another_delta_erases_at_its_own(tiny_checkpoints)
     assert TrainedDeltas(shelf)["tiny_acol"] == [], "a model without a .deltas folder has no siblings"
     explainer = shelf[TEACHING]
     explanation = explainer.explain(Image.open(PICTURE).convert("RGB"), [[10, 10, 90, 60]], true_class="red-crest")
-    views = trained_deltas_payload(explainer, explanation, siblings, box_threshold=0.3)
+    views = trained_deltas_payload(explainer, explanation, siblings, payload=True)
     assert [view["delta"] for view in views] == [0.3, 0.5, 0.8] and [view["shipped"] for view in views] == [False, True, False]
     for view in views:  # each sibling erases where its own A's map >= the δ it trained with
         sibling = explainer if view["shipped"] else next(s for s in siblings if s.model.erase_threshold == view["delta"])
@@ -45,9 +45,9 @@ def test_a_sibling_of_other_classes_is_left_out(tiny_checkpoints, tmp_path):
 def test_the_teaching_model_s_payload_carries_its_siblings_and_a_hand_mask_leaves_them(tiny_checkpoints):
     from acol.answers import ModelRunner
     runner = ModelRunner(CheckpointShelf(tiny_checkpoints).load_all())
-    answer = runner.run("explain", TEACHING, Image.open(PICTURE).convert("RGB"), box_threshold=0.3)
+    answer = runner.run("explain", TEACHING, Image.open(PICTURE).convert("RGB"), payload=True)
     assert [view["delta"] for view in answer.payload["trained_deltas"]] == [0.3, 0.5, 0.8]
-    by_hand = runner.run("toggle_cell", TEACHING, answer.explanation, 0, 0, box_threshold=0.3)
+    by_hand = runner.run("toggle_cell", TEACHING, answer.explanation, 0, 0, payload=True)
     assert by_hand.payload["trained_deltas"] == "unchanged"
     assert "trained_deltas" not in runner.run("explain", "tiny_acol", Image.open(PICTURE).convert("RGB"),
-                                              box_threshold=0.3).payload
+                                              payload=True).payload
