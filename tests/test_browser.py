@@ -600,3 +600,43 @@ def test_a_sessions_state_stays_the_same_size_through_every_kind_of_event(viewer
         finally:
             browser.close()
     assert sizes[2] == sizes[1] == sizes[0], sizes
+
+
+def test_trained_with_delta_shows_each_sibling_beside_the_model_and_choosing_asks_nothing(viewer_url):
+    """The teaching model's siblings trained at other δ (tiny_synthetic_acol.deltas: 0.3 and 0.8)
+    each draw A, the erased cells, B and the fused box beside the model's own (0.5); choosing one
+    sends no request, and during the lesson's guess none of their B views shows."""
+    from playwright.sync_api import expect, sync_playwright
+    elsewhere, asked = [], []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            section = page.locator("[data-deltas]")
+            expect(section).to_be_visible(timeout=30_000)
+            expect(section.locator("[data-delta-choices] label")).to_have_text(["0.30", "0.50 (this model)", "0.80"])
+            expect(section).to_have_attribute("data-shipped", "0.50")
+            expect(section).to_have_attribute("data-chosen", "0.30")
+            expect(section.locator('[data-text="delta-chosen-words"]')).to_contain_text("(δ = 0.30)")
+            page.wait_for_timeout(1000)
+            drawn = lambda: page.evaluate("""() => document.querySelector(
+                '[data-delta-row="chosen"] canvas[data-delta="mask"]').toDataURL()""")
+            before = drawn()
+            page.on("request", lambda request: asked.append(request.url))
+            section.get_by_label("0.80").check()
+            expect(section).to_have_attribute("data-chosen", "0.80")
+            expect(section.locator('[data-text="delta-chosen-words"]')).to_contain_text("(δ = 0.80)")
+            assert drawn() != before, "a higher training δ erases fewer cells"
+            page.wait_for_timeout(500)
+            assert asked == [], f"choosing a training δ asked the server: {asked[:5]}"
+            page.locator("#lesson-button").click()
+            for _ in range(2):
+                page.keyboard.press("ArrowRight")
+            expect(page.locator("[data-lesson-progress]")).to_contain_text("step 3 of")
+            for row in ("shipped", "chosen"):
+                for panel in ("b", "fused"):
+                    figure = section.locator(f'[data-delta-row="{row}"] canvas[data-delta="{panel}"]').locator("..")
+                    expect(figure).to_have_class(re.compile("lesson-hidden"))
+                expect(section.locator(f'[data-text="delta-{row}-words"]')).to_be_hidden()
+        finally:
+            browser.close()
+    assert not elsewhere

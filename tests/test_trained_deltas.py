@@ -24,7 +24,7 @@ def test_each_model_trained_at_another_delta_erases_at_its_own(tiny_checkpoints)
     assert TrainedDeltas(shelf)["tiny_acol"] == [], "a model without a .deltas folder has no siblings"
     explainer = shelf[TEACHING]
     explanation = explainer.explain(Image.open(PICTURE).convert("RGB"), [[10, 10, 90, 60]], true_class="red-crest")
-    views = trained_deltas_payload(explainer, explanation, siblings, payload=True)
+    views = trained_deltas_payload(explainer, explanation, siblings, box_threshold=0.3)
     assert [view["delta"] for view in views] == [0.3, 0.5, 0.8] and [view["shipped"] for view in views] == [False, True, False]
     for view in views:  # each sibling erases where its own A's map >= the δ it trained with
         sibling = explainer if view["shipped"] else next(s for s in siblings if s.model.erase_threshold == view["delta"])
