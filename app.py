@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402  (after the settings above)
 
-from acol.device import DEVICE_HELP  # noqa: E402
+from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.page import KEEP, Page, Update, View, page_text  # noqa: E402
 from acol.scripts import Scripts  # noqa: E402
 from acol.payload import SLIDER_STEP  # noqa: E402

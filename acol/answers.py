@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import CheckpointError
+from .core.checkpoint import CheckpointError
 from .drawing import page_pictures, render_panels
 from .explain import Explainer, Explanation, branch_b_verdict
 from .learning import Histories, learning_payload

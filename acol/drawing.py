@@ -35,7 +35,7 @@ from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
 from .explain import DISPLAY_SIDE, Explanation, caption_head, erasing_phrase, scaled_size
-from .maps import box_from_map, box_iou, score_map
+from .core.maps import box_from_map, box_iou, score_map
 from .style import (COLOR_LUT, COLORMAP, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 
@@ -101,7 +101,7 @@ def map_with_box(explanation: Explanation, box_threshold: float) -> tuple[np.nda
     """The fused map over the picture with its box, the box, and its IoU with the true box.
 
     The box surrounds the largest region of the fused score map above ``box_threshold``, cut as
-    wsolevaluation cuts it (``acol.maps.cut_map``). IoU is with the best-matching true box, None when no true box is known.
+    wsolevaluation cuts it (``acol.core.maps.cut_map``). IoU is with the best-matching true box, None when no true box is known.
     """
     heat = upsampled(explanation.output.fused_map[0], explanation.display)
     box = box_from_map(heat, box_threshold)

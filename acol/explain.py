@@ -28,10 +28,10 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .checkpoint import load_checkpoint
+from .core.checkpoint import load_checkpoint
 from .data import eval_transform
-from .device import resolve_device
-from .model import ACoL, ACoLOutput
+from .core.device import resolve_device
+from .core.model import ACoL, ACoLOutput
 from .synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]

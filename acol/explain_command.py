@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from .data import ImageLoadError, load_rgb_image
-from .device import add_device_flag
+from .core.device import add_device_flag
 from .drawing import render_panels, write_figure_png
 from .explain import Explainer, resolve_class, top_classes
 from .shelf import (BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, Example, ExampleImages, content_digest,

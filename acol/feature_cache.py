@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .checkpoint import write_safetensors
+from .core.checkpoint import write_safetensors
 from .data import make_loader
 
 FORMAT = "acol-feature-cache/1"

@@ -1,6 +1,6 @@
 """How it learned: one picture's maps after every epoch of a model's training, for the page.
 
-    X.safetensors + X.history.safetensors (acol.history, checked against the model)
+    X.safetensors + X.history.safetensors (acol.core.history, checked against the model)
         replay(model, history, the picture, its class, the δ it trained with)
             -> every epoch's A map, erased cells, B map, and what each branch said
         the CAM baseline's history, when it has one -> every epoch's CAM map, same class
@@ -19,8 +19,8 @@ import logging
 import torch
 
 from .explain import Explainer, Explanation
-from .history import HistoryError, TrainingHistory, history_path, load_history, replay
-from .maps import upsample_maps
+from .core.history import HistoryError, TrainingHistory, history_path, load_history, replay
+from .core.maps import upsample_maps
 from .payload import cell_bytes, peak_cell
 
 FIGURES = {"loss_A": "train_loss_A", "loss_B": "train_loss_B", "top1_A": "train_top1_A", "top1_B": "train_top1_B"}

@@ -1,7 +1,7 @@
 """WSOL metrics, with clovaai/wsolevaluation's definitions (Choe et al., CVPR 2020).
 
 For each image and each CAM threshold t in 0.00, 0.01, ..., 0.99 the map, resized to the image and
-then min-max normalized, is cut at t (``acol.maps.cut_map``) and turned into boxes; the image counts as localized at IoU level d when a box reaches
+then min-max normalized, is cut at t (``acol.core.maps.cut_map``) and turned into boxes; the image counts as localized at IoU level d when a box reaches
 IoU >= d with a ground-truth box.
 
 - GT-known localization: the true class's map, the largest component, one threshold (IoU 50).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .maps import box_iou, component_boxes, cut_map
+from .core.maps import box_iou, component_boxes, cut_map
 
 CAM_THRESHOLDS = np.arange(0, 1, 0.01)
 IOU_LEVELS = (30, 50, 70)

@@ -27,11 +27,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .answers import Answer, AnswerCache, ModelRunner, request_key
-from .checkpoint import CheckpointError
+from .core.checkpoint import CheckpointError
 from .data import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
 from .explain import Explanation, check_cell, top_classes
-from .device import resolve_device
+from .core.device import resolve_device
 from .payload import snapped, with_view
 from .serving import RequestTimeout, call_with_timeout
 from .shelf import CheckpointShelf, ExampleImages, content_digest, page_models, route_picture

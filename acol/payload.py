@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from .explain import Explanation, caption_head, erasing_phrase, verdict_line
-from .maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
-from .model import ACoL
+from .core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
+from .core.model import ACoL
 from .story import story_of, story_payload
 from .style import (COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)

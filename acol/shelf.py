@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, read_metadata
+from .core.checkpoint import CheckpointError, read_metadata
 from .data import CSVBoxDataset, CUBDataset
-from .device import resolve_device
+from .core.device import resolve_device
 from .explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
 from .synthetic import Parts
 
@@ -118,7 +118,7 @@ class CheckpointShelf:
             raise CheckpointError(f"no checkpoint named {name!r} in this viewer's folder")
         if name not in self._explainers and name in self.branch_a_of:
             acol = self[self.branch_a_of[name]]
-            self._explainers[name] = Explainer(acol.model.branch_a_alone(), self.configs[name], name, acol.device)
+            self._explainers[name] = Explainer(acol.core.model.branch_a_alone(), self.configs[name], name, acol.core.device)
         if name not in self._explainers:
             self._explainers[name] = Explainer.from_checkpoint(self.folder / f"{name}.safetensors", self.device)
         return self._explainers[name]

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .maps import box_from_map, box_iou, upsample_maps
+from .core.maps import box_from_map, box_iou, upsample_maps
 from .synthetic import Parts
 
 FOUND_IOU = 0.5  # a box "finds" the object at IoU >= 0.5, as GT-known localization counts it

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
+from .core.checkpoint import CheckpointError
 from .datasets import SYNTHETIC_SPLITS
 from .explain import Explainer
 from .story import story_figures

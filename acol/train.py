@@ -10,7 +10,7 @@ A run folder holds ``config.json`` (the resolved config), ``log.csv`` (and Tenso
 tensorboard is installed), ``model.safetensors`` (the latest model, loadable by
 ``load_checkpoint``) and ``resume.safetensors`` (optimizer, epoch, everything to continue).
 With ``--history true`` it also holds ``history.safetensors``: the trained weights before the first
-step and after every epoch, in float16, with each epoch's figures (``acol.history``).
+step and after every epoch, in float16, with each epoch's figures (``acol.core.history``).
 Every file is written atomically, so a kill leaves the previous good version in place.
 
 With ``--trainable-stages N`` only the backbone's last N stages train (both branches' losses reach
@@ -41,16 +41,16 @@ from safetensors.torch import load_file
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from .backbones import create_backbone
-from .checkpoint import atomic_path, model_config, save_checkpoint, write_safetensors
+from .core.backbones import create_backbone
+from .core.checkpoint import atomic_path, model_config, save_checkpoint, write_safetensors
 from .data import ImageLoadError, eval_transform, make_loader, train_transform
 from .datasets import SYNTHETIC_SPLITS, build_dataset
-from .device import resolve_device
+from .core.device import resolve_device
 from .evaluate import compute_metrics, map_names, run_inference
 from .feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
-from .history import RUN_FILE as HISTORY_FILE, HistoryError, begin_or_continue, save_history, snapshot
+from .core.history import RUN_FILE as HISTORY_FILE, HistoryError, begin_or_continue, save_history, snapshot
 from .metrics import CAM_THRESHOLDS
-from .model import ACoL
+from .core.model import ACoL
 
 
 @dataclass
@@ -63,7 +63,7 @@ class TrainConfig:
     synthetic_images: int = 2000      # synthetic only: training images (validation: a quarter)
     synthetic_classes: int = 4        # synthetic only: classes (head colours), 2-8
     synthetic_empty: float = 0.0      # synthetic only: share of training pictures with no bird (label at random)
-    backbone: str = "efficientnet_lite0"  # a name in acol.backbones.BACKBONES
+    backbone: str = "efficientnet_lite0"  # a name in acol.core.backbones.BACKBONES
     weights: str | None = "imagenet"  # "imagenet", a local file, or None for random init
     num_branches: int = 2             # 1 = CAM baseline, 2 = ACoL
     erase_threshold: float = 0.6      # delta: erase the features where A's normalized map >= it
@@ -461,7 +461,7 @@ def save_run_file(out: Path, epoch: int, save) -> None:
 
 def history_config(model: ACoL, config: TrainConfig, class_names: list[str]) -> dict:
     """The run's model as its checkpoint's config describes it: what its history's fingerprint
-    is read from (``acol.history.fingerprint``)."""
+    is read from (``acol.core.history.fingerprint``)."""
     return {"model": model_config(model, config.backbone), "class_names": list(class_names),
             "input_size": config.input_size}
 

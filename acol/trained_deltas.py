@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError
+from .core.checkpoint import CheckpointError
 from .explain import Explainer, Explanation, branch_b_verdict
 from .payload import cell_bytes, one_state, told_story
 

@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from acol.backbones import create_backbone  # noqa: E402
-from acol.checkpoint import read_metadata  # noqa: E402
+from acol.core.backbones import create_backbone  # noqa: E402
+from acol.core.checkpoint import read_metadata  # noqa: E402
 
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_cam_efficientnet_lite0.safetensors"
 BACKBONE = "efficientnet_lite0"

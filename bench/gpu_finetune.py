@@ -201,8 +201,8 @@ def probe(args) -> int:
     from acol import create_backbone
     from acol.data import train_transform
     from acol.datasets import build_dataset
-    from acol.device import resolve_device
-    from acol.model import ACoL
+    from acol.core.device import resolve_device
+    from acol.core.model import ACoL
     from acol.train import build_model, make_optimizer, parse_config, set_training_mode
     config, _ = parse_config(["--config", str(CONFIG), "--device", args.device, "--weights", "none",
                               "--input-size", str(args.input_size), "--resize-size", str(args.resize_size),

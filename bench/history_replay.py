@@ -1,9 +1,9 @@
-"""How long ``acol.history.replay`` takes for one picture: every epoch's maps of a shipped model.
+"""How long ``acol.core.history.replay`` takes for one picture: every epoch's maps of a shipped model.
 
     python bench/history_replay.py [--checkpoint checkpoints/synthetic_acol_efficientnet_lite0_s8.safetensors]
                                    [--image assets/examples/synthetic_2_0005.png] [--repeats 20] [--threads N]
 
-Loads the checkpoint and the history beside it (``acol.history.history_path``), makes the
+Loads the checkpoint and the history beside it (``acol.core.history.history_path``), makes the
 picture as the model's eval transform does, and times ``replay`` for A's top-1 class: the
 median and the fastest of ``--repeats`` calls after one warm-up, with one plain forward pass of
 the model (the last epoch alone) for scale. Loading the history is timed once, apart.
@@ -22,9 +22,9 @@ from torchvision.transforms.functional import pil_to_tensor
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from acol.checkpoint import load_checkpoint  # noqa: E402
+from acol.core.checkpoint import load_checkpoint  # noqa: E402
 from acol.data import eval_transform  # noqa: E402
-from acol.history import history_path, load_history, replay, trained_stage_count  # noqa: E402
+from acol.core.history import history_path, load_history, replay, trained_stage_count  # noqa: E402
 
 
 def timed(function, repeats: int) -> list[float]:

@@ -54,7 +54,7 @@ def describe_checkpoint(path: Path, description: str) -> None:
 
     from safetensors.torch import load_file
 
-    from acol.checkpoint import read_metadata, write_safetensors
+    from acol.core.checkpoint import read_metadata, write_safetensors
     metadata = read_metadata(path)
     config = json.loads(metadata["config"])
     config["description"] = description
@@ -74,7 +74,7 @@ def tiny_checkpoints(tmp_path_factory):
     examples (assets/examples), a description and δ = 0.5, trained for 3 short epochs with its
     training history beside it, as is its CAM baseline ``tiny_synthetic_cam``."""
     from acol import ACoL, create_backbone
-    from acol.checkpoint import save_checkpoint
+    from acol.core.checkpoint import save_checkpoint
     from acol.train import main as train_main
     folder = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def relabel_erase_threshold(path: Path, out: Path, delta: float) -> None:
 
     from safetensors.torch import load_file
 
-    from acol.checkpoint import read_metadata, write_safetensors
+    from acol.core.checkpoint import read_metadata, write_safetensors
     metadata = read_metadata(path)
     config = json.loads(metadata["config"])
     config["model"]["erase_threshold"] = delta

@@ -340,7 +340,7 @@ def test_a_page_request_cannot_make_the_server_read_one_of_its_own_files(viewer_
 def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_checkpoints, tmp_path):
     from gradio_client.exceptions import AppError
 
-    from acol.checkpoint import CheckpointError
+    from acol.core.checkpoint import CheckpointError
     from acol.shelf import CheckpointShelf
     for name in ("../../etc/passwd", "/etc/passwd", str(tiny_checkpoints / "tiny_acol")):
         with pytest.raises(AppError, match="not in the list of choices"):

@@ -23,7 +23,7 @@ def everyday_checkpoints(tiny_checkpoints, tmp_path_factory):
     """The teaching model and a tiny stand-in for the everyday model (its recipe names the
     everyday pool; its classes include the labels of assets/everyday)."""
     from acol import ACoL, create_backbone
-    from acol.checkpoint import save_checkpoint
+    from acol.core.checkpoint import save_checkpoint
     folder = tmp_path_factory.mktemp("everyday_checkpoints")
     shutil.copy(tiny_checkpoints / f"{TEACHING}.safetensors", folder)
     labels = sorted({line.split(",")[1] for line in (EVERYDAY / "labels.csv").read_text().splitlines()[1:]})

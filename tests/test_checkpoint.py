@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from acol import ACoL, create_backbone
-from acol.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from acol.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from acol.evaluate import map_names
 
 from conftest import REPO

@@ -11,7 +11,7 @@ from PIL import Image
 
 from acol import ACoL, create_backbone
 from acol.answers import ModelRunner
-from acol.device import available_devices, resolve_device
+from acol.core.device import available_devices, resolve_device
 from acol.evaluate import compute_metrics, run_inference
 from acol.explain import Explainer
 from acol.payload import page_payload
@@ -100,6 +100,6 @@ def test_a_short_training_run_and_its_resume_on_the_device(device, tmp_path):
     assert train_main(["--resume", str(run), "--epochs", "2"]) == 0
     rows = (run / "log.csv").read_text().splitlines()
     assert len(rows) == 3 and json.loads((run / "config.json").read_text())["device"] == device
-    from acol.checkpoint import load_checkpoint
+    from acol.core.checkpoint import load_checkpoint
     model, _ = load_checkpoint(run / "model.safetensors")
     assert all(torch.isfinite(p).all() for p in model.parameters())

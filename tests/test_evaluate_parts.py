@@ -6,11 +6,11 @@ import json
 import pytest
 
 import acol.datasets
-from acol.checkpoint import load_checkpoint, save_checkpoint
+from acol.core.checkpoint import load_checkpoint, save_checkpoint
 from acol.evaluate import main as evaluate_main
 from acol.metrics import PART_FIGURES
-from acol.model import ACoL
-from acol.backbones import create_backbone
+from acol.core.model import ACoL
+from acol.core.backbones import create_backbone
 from acol.train import main as train_main
 
 from test_train import TINY_RUN

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from acol.checkpoint import load_checkpoint, save_checkpoint
+from acol.core.checkpoint import load_checkpoint, save_checkpoint
 from acol.data import WSOLEvalDataset, eval_transform, load_rgb_image
 from acol.everyday import (BACKBONE, UNLABELLED, EverydayConfig, EverydayPool, PooledViews, everyday_model,
                            pool_views, train_branch_b)
-from acol.maps import normalize_maps
+from acol.core.maps import normalize_maps
 from conftest import REPO
 
 PHOTO = REPO / "assets" / "everyday" / "chelsea.jpg"
@@ -32,7 +32,7 @@ def pretrained_network():
     """timm's EfficientNet-Lite0 with its classifier, as the ImageNet weights make it (stride 16)."""
     import timm
 
-    from acol.backbones import efficientnet_lite0_imagenet_state_dict
+    from acol.core.backbones import efficientnet_lite0_imagenet_state_dict
     network = timm.create_model("tf_efficientnet_lite0", pretrained=False, output_stride=16)
     network.load_state_dict(efficientnet_lite0_imagenet_state_dict())
     return network.eval()

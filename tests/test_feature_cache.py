@@ -4,11 +4,11 @@ path would, on the same views, and only the trainable stages learn."""
 import pytest
 import torch
 
-from acol.backbones import BACKBONES, create_backbone
+from acol.core.backbones import BACKBONES, create_backbone
 from acol.data import train_transform
 from acol.feature_cache import (FixedViews, compute_feature_cache, load_feature_cache,
                                 save_feature_cache)
-from acol.model import ACoL
+from acol.core.model import ACoL
 from acol.synthetic import SyntheticParts
 from acol.train import TrainConfig, build_model, make_optimizer, set_training_mode, train
 
@@ -108,7 +108,7 @@ def test_a_cache_is_reused_only_for_the_same_key(tmp_path):
 
 
 def test_a_cached_run_trains_the_last_stage_and_keeps_the_frozen_ones(tmp_path):
-    from acol.checkpoint import load_checkpoint
+    from acol.core.checkpoint import load_checkpoint
     config = TrainConfig(data="synthetic", backbone="tiny", weights=None, input_size=32, synthetic_images=32,
                          batch_size=8, head_width=8, workers=0, epochs=2, trainable_stages=1, cache_views=2,
                          out=str(tmp_path / "run"), half_checkpoint=False)

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from acol import box_from_map, box_iou, boxes_from_map, upsample_maps
-from acol.maps import boxes_at_thresholds, cut_map, largest_region_boxes, quantized_map, score_map
+from acol.core.maps import boxes_at_thresholds, cut_map, largest_region_boxes, quantized_map, score_map
 
 
 def two_blobs():

@@ -13,9 +13,9 @@ import time
 import pytest
 import torch
 
-from acol.checkpoint import load_checkpoint, save_checkpoint
+from acol.core.checkpoint import load_checkpoint, save_checkpoint
 from acol.evaluate import main as evaluate_main
-from acol.model import ACoL
+from acol.core.model import ACoL
 from acol.synthetic import write_examples
 from acol.train import main as train_main
 
@@ -67,7 +67,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_statistics_and_class_weights_st
 
 def tiny_weights(folder):
     """A saved random init of the tiny backbone, with non-default BatchNorm statistics."""
-    from acol.backbones import create_backbone
+    from acol.core.backbones import create_backbone
     body = create_backbone("tiny").body
     with torch.no_grad():
         body[1].running_mean.uniform_()
@@ -170,7 +170,7 @@ def test_sigkill_at_random_points_then_resume_reaches_the_same_weights_bit_exact
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_a_full_disk_or_read_only_run_folder_stops_clearly_and_keeps_the_last_checkpoint(
         tmp_path, monkeypatch, capsys, code):
-    import acol.checkpoint
+    import acol.core.checkpoint
     run = tmp_path / "run"
     assert train_main(TINY_RUN + ["--epochs", "1", "--out", str(run)]) == 0
     before = {name: (run / name).read_bytes() for name in ("model.safetensors", "resume.safetensors", "log.csv")}
@@ -179,7 +179,7 @@ def test_a_full_disk_or_read_only_run_folder_stops_clearly_and_keeps_the_last_ch
         with open(filename, "wb") as file:
             file.write(b"\x00" * 100)  # the disk filled up part way through the file
         raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(acol.checkpoint, "save_file", failing_save)
+    monkeypatch.setattr(acol.core.checkpoint, "save_file", failing_save)
     assert train_main(["--resume", str(run), "--epochs", "2"]) == 1
     message = capsys.readouterr().err
     assert os.strerror(code) in message and "model.safetensors" in message
