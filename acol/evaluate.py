@@ -346,8 +346,8 @@ def ship_history(history: Path | None, shipped: str | Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     from .core.checkpoint import load_checkpoint
-    from .data import eval_transform, make_loader
-    from .datasets import build_dataset
+    from .data.readers import eval_transform, make_loader
+    from .data.datasets import build_dataset
     from .core.device import add_device_flag, resolve_device
     parser = argparse.ArgumentParser(prog="python -m acol evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,10 +29,10 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .core.checkpoint import load_checkpoint
-from .data import eval_transform
+from .data.readers import eval_transform
 from .core.device import resolve_device
 from .core.model import ACoL, ACoLOutput
-from .synthetic import Parts
+from .data.synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_acol_efficientnet_lite0.safetensors"

@@ -169,7 +169,7 @@ class LocalizationAccumulator:
 
 
 # ----------------------------------------------------------------------------------------------
-# Part-level figures, for data that knows each object's parts (acol.synthetic's head and body)
+# Part-level figures, for data that knows each object's parts (acol.data.synthetic's head and body)
 
 
 def peak_part(localization_map: np.ndarray, head_mask: np.ndarray, body_mask: np.ndarray) -> str:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from .core.checkpoint import CheckpointError, read_metadata
-from .data import CSVBoxDataset, CUBDataset
+from .data.readers import CSVBoxDataset, CUBDataset
 from .core.device import resolve_device
 from .explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
-from .synthetic import Parts
+from .data.synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "checkpoints"
@@ -151,7 +151,7 @@ class ExampleGroup:
 class Example:
     """What is known of one example picture: its group, true boxes ([N, 4], N = 0 when unknown),
     label (None when its folder names none) and, for a synthetic picture, where its head and
-    body are (``parts/<name>.png`` beside it, as ``acol.synthetic.write_examples`` writes)."""
+    body are (``parts/<name>.png`` beside it, as ``acol.data.synthetic.write_examples`` writes)."""
 
     group: int
     true_boxes: np.ndarray
@@ -162,7 +162,7 @@ class Example:
 class ExampleImages:
     """Example pictures for the viewer, in groups by folder, with their true boxes when the
     folder has them: a CUB-layout root (images.txt + bounding_boxes.txt; a few test images of
-    distinct classes), a folder with ``labels.csv`` (as ``acol.synthetic.write_examples``
+    distinct classes), a folder with ``labels.csv`` (as ``acol.data.synthetic.write_examples``
     writes), or plain images. A group belongs to the models whose class names include all of the
     folder's (``for_model``), so no example is run through a model that was not made for it."""
 

@@ -7,7 +7,7 @@ The page teaches one story, in four facts about one picture::
     B still names the picture's class  (that other evidence is evidence of the same class)
     the fused box finds the bird       (IoU >= 0.5 with the true box: the two maps together)
 
-A synthetic picture's generator knows where its head and body are (``acol.synthetic``), so each
+A synthetic picture's generator knows where its head and body are (``acol.data.synthetic``), so each
 fact is checked on the model *as the page runs it* (``Explainer.explain``: the whole picture
 resized to the model's input, erasing by A's own top-1 at the model's δ, the box cut from the
 fused map at the model's box threshold). ``story_figures`` counts the facts over many pictures:
@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .core.maps import box_from_map, box_iou, upsample_maps
-from .synthetic import Parts
+from .data.synthetic import Parts
 
 FOUND_IOU = 0.5  # a box "finds" the object at IoU >= 0.5, as GT-known localization counts it
 PART_WORDS = {"head": "the head", "body": "the body", "outside": "outside the bird"}

@@ -139,8 +139,8 @@ def check_data(data: Path) -> dict:
     """The packed folder is there, whole, and acol's CUB reader reads it."""
     if not (data / "images.txt").is_file():
         raise Abort(f"{data} is missing: run `python bench/pack_cub50.py` and carry gpu_data/cub50")
-    from acol.data import load_rgb_image
-    from acol.datasets import build_dataset
+    from acol.data.readers import load_rgb_image
+    from acol.data.datasets import build_dataset
     train, val = build_dataset(data, "train"), build_dataset(data, "test")
     missing = [str(r.path) for r in train.records + val.records if not r.path.is_file()]
     if missing:
@@ -175,7 +175,7 @@ def make_val_per_class(data: Path, folder: Path, per_class: int = 1) -> Path:
             flag = "0" if kept[class_of[image_id]] <= per_class else "2"
         lines.append(f"{image_id} {flag}")
     (folder / "train_test_split.txt").write_text("\n".join(lines) + "\n")
-    from acol.datasets import build_dataset
+    from acol.data.datasets import build_dataset
     count = len(build_dataset(folder, "test"))
     if count != per_class * len(kept):
         raise Abort(f"{folder}: {count} validation images, expected {per_class * len(kept)}")
@@ -199,8 +199,8 @@ def probe(args) -> int:
     and one core's cost of the training transform per image; one JSON line."""
     import torch
     from acol import create_backbone
-    from acol.data import train_transform
-    from acol.datasets import build_dataset
+    from acol.data.readers import train_transform
+    from acol.data.datasets import build_dataset
     from acol.core.device import resolve_device
     from acol.core.model import ACoL
     from acol.train import build_model, make_optimizer, parse_config, set_training_mode

@@ -9,7 +9,7 @@ folders named in the device call's ``carry``. The 2,000 photos (already 256 px o
 side, JPEG q90: 48 MiB) do not fit beside the tracked files, so they are re-encoded at their own
 size into ``gpu_data/cub50/`` (ignored by git: no CUB photo is ever committed), in the official
 CUB layout: ``images.txt`` names the new files (the extension changes with the format), the other
-txt files are copied unchanged, and ``acol.data.CUBDataset`` reads the folder as it reads the
+txt files are copied unchanged, and ``acol.data.readers.CUBDataset`` reads the folder as it reads the
 original (checked at the end: same ids, labels, boxes and image sizes, every image decoded).
 
 The format is measured, not assumed: each candidate's total size and decode time per image are
@@ -105,8 +105,8 @@ def write(src: Path, dst: Path, rows, fmt: str, quality: int) -> None:
 
 def check(src: Path, dst: Path) -> None:
     """The packed folder reads as the original does: same ids, labels, boxes, sizes."""
-    from acol.data import load_rgb_image
-    from acol.datasets import build_dataset
+    from acol.data.readers import load_rgb_image
+    from acol.data.datasets import build_dataset
     for split in ("train", "test"):
         original, packed = build_dataset(src, split), build_dataset(dst, split)
         if len(original) != len(packed) or original.class_names != packed.class_names:

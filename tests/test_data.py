@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from acol.data import (
+from acol.data.readers import (
     CSVBoxDataset,
     CUBDataset,
     ImageLoadError,
@@ -21,7 +21,7 @@ from acol.data import (
     split_train_val,
     train_transform,
 )
-from acol.datasets import build_dataset
+from acol.data.datasets import build_dataset
 
 REAL_CUB50 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cub50"
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import acol.datasets
+import acol.data.datasets
 from acol.core.checkpoint import load_checkpoint, save_checkpoint
 from acol.evaluate import main as evaluate_main
 from acol.metrics import PART_FIGURES
@@ -18,7 +18,7 @@ from test_train import TINY_RUN
 
 @pytest.fixture
 def few_synthetic_images(monkeypatch):
-    monkeypatch.setitem(acol.datasets.SYNTHETIC_SPLITS, "test", (6, 1))
+    monkeypatch.setitem(acol.data.datasets.SYNTHETIC_SPLITS, "test", (6, 1))
 
 
 def test_synthetic_evaluation_reports_parts_with_the_models_classes_and_size(tmp_path, few_synthetic_images):
@@ -55,8 +55,8 @@ def test_save_checkpoint_stores_a_description(tmp_path):
 
 def test_the_heldout_synthetic_split_is_a_seed_training_never_draws():
     # Training draws seeds 0 (train) and 1 (validation), the viewer's examples seed 2.
-    assert acol.datasets.SYNTHETIC_SPLITS["heldout"][1] not in (0, 1, 2)
-    assert acol.datasets.build_dataset("synthetic", "heldout", num_classes=3, image_size=40).num_classes == 3
+    assert acol.data.datasets.SYNTHETIC_SPLITS["heldout"][1] not in (0, 1, 2)
+    assert acol.data.datasets.build_dataset("synthetic", "heldout", num_classes=3, image_size=40).num_classes == 3
 
 
 def test_scoring_in_processes_gives_the_same_curves_in_the_same_order():

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from acol.core.backbones import BACKBONES, create_backbone
-from acol.data import train_transform
-from acol.feature_cache import (FixedViews, compute_feature_cache, load_feature_cache,
+from acol.data.readers import train_transform
+from acol.data.feature_cache import (FixedViews, compute_feature_cache, load_feature_cache,
                                 save_feature_cache)
 from acol.core.model import ACoL
-from acol.synthetic import SyntheticParts
+from acol.data.synthetic import SyntheticParts
 from acol.train import TrainConfig, build_model, make_optimizer, set_training_mode, train
 
 LIGHT_BACKBONES = ["tiny", "efficientnet_lite0", "efficientnet_lite0_stacked", "efficientnet_lite0_cut"]

@@ -9,7 +9,7 @@ from acol.core.checkpoint import load_checkpoint, save_checkpoint
 from acol.evaluate import main as evaluate_main
 from acol.core.history import (HistoryError, TrainingHistory, history_path, load_history, replay, save_history,
                           trained_stage_count)
-from acol.synthetic import write_examples
+from acol.data.synthetic import write_examples
 from acol.train import main as train_main
 
 from conftest import REPO

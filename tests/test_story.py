@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from acol.story import Story, peak_pixel, story_figures, story_of, story_words, summarize
-from acol.synthetic import Parts
+from acol.data.synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["red-crest", "blue-crest", "yellow-crest", "green-crest"]
@@ -73,7 +73,7 @@ def test_a_picture_s_facts_are_read_where_the_page_draws_its_maps(tiny_checkpoin
 
 def test_the_figures_count_the_stories(tiny_checkpoints):
     from acol.explain import Explainer
-    from acol.synthetic import SyntheticParts
+    from acol.data.synthetic import SyntheticParts
     explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors")
     figures = story_figures(explainer, SyntheticParts(8, 4, 64, seed=5), progress=False)
     assert figures["pictures"] == 8

@@ -10,8 +10,8 @@ from PIL import Image
 from scipy import ndimage
 from torchvision import tv_tensors
 
-from acol.data import CSVBoxDataset, train_transform
-from acol.synthetic import HEAD_COLORS, MAX_CLASSES, Parts, SyntheticParts, mask_box, write_examples
+from acol.data.readers import CSVBoxDataset, train_transform
+from acol.data.synthetic import HEAD_COLORS, MAX_CLASSES, Parts, SyntheticParts, mask_box, write_examples
 
 
 def nearest_mean_accuracy(features: np.ndarray, labels: np.ndarray, num_train: int) -> float:

@@ -10,7 +10,7 @@ ImageNet weights (offline where possible), and a path loads a local state dict.
 
 Every backbone also lists its ``stages`` in forward order, so that training can fine-tune only
 the last few (``split``): the frozen front keeps its ImageNet weights, and its output, which never
-changes, can be computed once and cached (``acol.feature_cache``).
+changes, can be computed once and cached (``acol.data.feature_cache``).
 
     >>> backbone = create_backbone("tiny")
     >>> backbone.out_channels, backbone.stride

@@ -1,6 +1,6 @@
 """Datasets with class labels and object boxes, plus the image transforms used by ACoL.
 
-Every dataset here (and `acol.synthetic.SyntheticParts`) returns items in one format:
+Every dataset here (and `acol.data.synthetic.SyntheticParts`) returns items in one format:
 
     image, target = dataset[i]
     image  : the transformed image; a float tensor [3, H, W] after `train_transform` /
@@ -21,7 +21,7 @@ Readers:
     WSOLEvalDataset  clovaai/wsolevaluation metadata folders
     CSVBoxDataset    an image folder + one CSV `path,label,x0,y0,x1,y1`
 
-`acol.datasets.build_dataset` opens any of them, or the synthetic set, by looking at the path.
+`acol.data.datasets.build_dataset` opens any of them, or the synthetic set, by looking at the path.
 """
 
 from __future__ import annotations
@@ -410,7 +410,7 @@ class DropDegenerateBoxes(v2.Transform):
     """Remove boxes thinner than min_size pixels, e.g. ones a random crop cut away.
 
     v2.SanitizeBoundingBoxes does this too, but it also wants per-box labels and indexes every
-    Mask by box validity, which breaks our image-sized part masks (acol.synthetic).
+    Mask by box validity, which breaks our image-sized part masks (acol.data.synthetic).
     Expects XYXY boxes, the only format the datasets here produce.
     """
 
@@ -488,7 +488,7 @@ def make_loader(dataset, batch_size: int, workers: int, **options) -> DataLoader
     context = None
     if workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["acol.data"])  # torch and co. imported once, not per worker
+        context.set_forkserver_preload(["acol.data.readers"])  # torch and co. imported once, not per worker
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_batch,
                       multiprocessing_context=context, **options)
 

@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .core.checkpoint import write_safetensors
-from .data import make_loader
+from ..core.checkpoint import write_safetensors
+from .readers import make_loader
 
 FORMAT = "acol-feature-cache/1"
 

@@ -1,8 +1,8 @@
 """Open a dataset by looking at what it is: "synthetic", a CSV, a CUB folder or wsolevaluation metadata.
 
-The one place that knows every reader: ``acol.data``'s (CUB, wsolevaluation, CSV) and the
-synthetic teaching set's (``acol.synthetic``, which is built on ``acol.data``). It lives apart
-from both so that ``acol.data`` need not know the synthetic set exists, and no import goes both
+The one place that knows every reader: ``acol.data.readers``'s (CUB, wsolevaluation, CSV) and the
+synthetic teaching set's (``acol.data.synthetic``, which is built on ``acol.data.readers``). It lives apart
+from both so that ``acol.data.readers`` need not know the synthetic set exists, and no import goes both
 ways. ``python -m acol evaluate CHECKPOINT DATA`` and ``python -m acol train --data`` open their
 data here (train builds its synthetic set itself, sized by its config).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import CSVBoxDataset, CUBDataset, WSOLEvalDataset
+from .readers import CSVBoxDataset, CUBDataset, WSOLEvalDataset
 from .synthetic import SyntheticParts
 
 # split -> (num_images, seed). Training uses seeds 0 (train) and 1 (validation); assets/examples
