@@ -6,9 +6,9 @@ import sys
 COMMANDS = {
     "train": ("acol.train", "train ACoL or the CAM baseline"),
     "train-everyday": ("acol.everyday", "train branch B of the everyday model (A: the ImageNet classifier)"),
-    "evaluate": ("acol.evaluate", "classification and localization metrics of a checkpoint"),
+    "evaluate": ("acol.evaluation.evaluate", "classification and localization metrics of a checkpoint"),
     "explain": ("acol.explain_command", "the four-panel ACoL figure of one image"),
-    "story": ("acol.story_command", "whether a synthetic model tells ACoL's story, checked with the part masks"),
+    "story": ("acol.evaluation.story_command", "whether a synthetic model tells ACoL's story, checked with the part masks"),
 }
 
 

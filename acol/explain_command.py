@@ -7,7 +7,7 @@ As honest as the page: without ``--checkpoint`` the picture goes to the model th
 send it to (``acol.shelf.route_picture``: the teaching model for its bundled examples, the
 everyday model for any other picture), and whatever the model, the viewer's note on a picture it
 was not made for (``Explainer.note``) is printed and written on the figure. Explaining is
-``acol.explain``, the figure ``acol.drawing``; this is only the command line.
+``acol.evaluation.explain``, the figure ``acol.drawing``; this is only the command line.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from .data.readers import ImageLoadError, load_rgb_image
 from .core.device import add_device_flag
 from .drawing import render_panels, write_figure_png
-from .explain import Explainer, resolve_class, top_classes
+from .evaluation.explain import Explainer, resolve_class, top_classes
 from .shelf import (BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, Example, ExampleImages, content_digest,
                     page_models, route_picture)
 

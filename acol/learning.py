@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from .explain import Explainer, Explanation
+from .evaluation.explain import Explainer, Explanation
 from .core.history import HistoryError, TrainingHistory, history_path, load_history, replay
 from .core.maps import upsample_maps
 from .payload import cell_bytes, peak_cell

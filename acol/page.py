@@ -30,7 +30,7 @@ from .answers import Answer, AnswerCache, ModelRunner, request_key
 from .core.checkpoint import CheckpointError
 from .data.readers import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
-from .explain import Explanation, check_cell, top_classes
+from .evaluation.explain import Explanation, check_cell, top_classes
 from .core.device import resolve_device
 from .payload import snapped, with_view
 from .serving import RequestTimeout, call_with_timeout
@@ -274,7 +274,7 @@ class Page:
 
     def first_view(self) -> FirstView:
         """The first model (the teaching one) on the first of its examples that tells ACoL's story
-        (``acol.story``: A on the head, B on the body and right, the fused box on the bird, checked
+        (``acol.evaluation.story``: A on the head, B on the body and right, the fused box on the bird, checked
         with the example's parts; the first example when none does), at its own δ and box."""
         model = self.models()[0]
         delta, box = self.defaults(model)

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .explain import Explanation, caption_head, erasing_phrase, verdict_line
+from .evaluation.explain import Explanation, caption_head, erasing_phrase, verdict_line
 from .core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
 from .core.model import ACoL
-from .story import story_of, story_payload
+from .evaluation.story import story_of, story_payload
 from .style import (COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 
@@ -164,7 +164,7 @@ def one_state(explanation: Explanation, model: ACoL, box_threshold: float) -> di
 
 
 def told_story(explanation: Explanation, model: ACoL, box_threshold: float) -> dict:
-    """Whether the picture tells ACoL's story (``acol.story``) as the page opens on it: erased at
+    """Whether the picture tells ACoL's story (``acol.evaluation.story``) as the page opens on it: erased at
     the model's own δ, boxed at ``box_threshold``; the facts and the words that say so."""
     if explanation.num_branches > 1 and (explanation.erased_by_hand or explanation.erase_threshold != model.erase_threshold):
         with torch.inference_mode():

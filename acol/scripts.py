@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .answers import Answer, ScriptPictures, pictures_key
-from .explain import Explanation, check_cell
+from .evaluation.explain import Explanation, check_cell
 from .page import KEEP, Page, Session, Update, View, own_or
 from .shelf import content_digest
 

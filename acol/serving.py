@@ -1,6 +1,6 @@
 """How a serving viewer stays responsive and small: time limits and memory that goes back.
 
-``acol.explain`` explains one image; a server explains images for many users all day, on a small
+``acol.evaluation.explain`` explains one image; a server explains images for many users all day, on a small
 CPU host, from requests it cannot trust. Read top to bottom:
 
 - ``call_with_timeout``: a request runs in a small, shared pool of threads and is abandoned with

@@ -25,7 +25,7 @@ import torch
 from .core.checkpoint import CheckpointError, read_metadata
 from .data.readers import CSVBoxDataset, CUBDataset
 from .core.device import resolve_device
-from .explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
+from .evaluation.explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
 from .data.synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]

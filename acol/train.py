@@ -46,10 +46,10 @@ from .core.checkpoint import atomic_path, model_config, save_checkpoint, write_s
 from .data.readers import ImageLoadError, eval_transform, make_loader, train_transform
 from .data.datasets import SYNTHETIC_SPLITS, build_dataset
 from .core.device import resolve_device
-from .evaluate import compute_metrics, map_names, run_inference
+from .evaluation.evaluate import compute_metrics, map_names, run_inference
 from .data.feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
 from .core.history import RUN_FILE as HISTORY_FILE, HistoryError, begin_or_continue, save_history, snapshot
-from .metrics import CAM_THRESHOLDS
+from .evaluation.metrics import CAM_THRESHOLDS
 from .core.model import ACoL
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from acol import ACoL, create_backbone  # noqa: E402
 from acol.core.checkpoint import save_checkpoint  # noqa: E402
 from acol.drawing import page_pictures, render_panels  # noqa: E402
-from acol.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
+from acol.evaluation.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
 from acol.answers import AnswerCache, ModelRunner, request_key  # noqa: E402
 from acol.data.readers import load_rgb_image  # noqa: E402
 from acol.core.device import add_device_flag  # noqa: E402

@@ -52,7 +52,7 @@ def main() -> None:
     history = load_history(history_path(args.checkpoint), model, config)
     loading = time.perf_counter() - started
     image = eval_transform(config["input_size"], config["mean"], config["std"])(
-        pil_to_tensor(Image.open(args.image).convert("RGB"))).unsqueeze(0)  # as acol.explain makes it
+        pil_to_tensor(Image.open(args.image).convert("RGB"))).unsqueeze(0)  # as acol.evaluation.explain makes it
     with torch.no_grad():
         target = int(model(image).logits[0].argmax())
         plain = timed(lambda: model(image), args.repeats)

@@ -6,7 +6,7 @@
 Each folder is the ``--out`` of a ``python -m acol evaluate`` run on the same images; the i-th
 ACoL evaluation is paired with the i-th CAM one (train them with the same seed). Prints every
 seed's margin and the mean margin with a 95% interval from resampling seeds and images
-(``acol.metrics.seeded_paired_bootstrap``), so that a margin is never one lucky run. ``--cam-map A``
+(``acol.evaluation.metrics.seeded_paired_bootstrap``), so that a margin is never one lucky run. ``--cam-map A``
 takes the CAM's map from another map of an evaluation: the everyday model's CAM baseline is its
 own branch A (the pretrained network's CAM), scored in the same evaluation as its fused map.
 """
@@ -20,8 +20,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from acol.evaluate import best_iou_file  # noqa: E402
-from acol.metrics import seeded_paired_bootstrap  # noqa: E402
+from acol.evaluation.evaluate import best_iou_file  # noqa: E402
+from acol.evaluation.metrics import seeded_paired_bootstrap  # noqa: E402
 
 
 def final_map_best_iou(evaluation_dir, map_name: str | None = None) -> tuple[list[str], np.ndarray]:

@@ -172,7 +172,7 @@ def test_ten_slider_moves_redraw_the_panels_and_send_the_server_nothing(viewer_u
 def test_hovering_a_cell_outlines_it_in_all_four_panels_and_reads_its_values(viewer_url, tiny_checkpoints, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from acol.explain import Explainer
+    from acol.evaluation.explain import Explainer
     example = sorted((REPO / "assets" / "examples").glob("*.png"))[2]
     explained = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors").explain(
         Image.open(example).convert("RGB"), erase_threshold=0.5)
@@ -215,7 +215,7 @@ def test_the_browsers_panels_are_acol_drawings_panels(viewer_url, tiny_checkpoin
     from playwright.sync_api import expect, sync_playwright
 
     from acol.drawing import render_panels
-    from acol.explain import Explainer
+    from acol.evaluation.explain import Explainer
     example = sorted((REPO / "assets" / "examples").glob("*.png"))[1]
     explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors")
     label, true_box = example_label(example)

@@ -12,8 +12,8 @@ from PIL import Image
 from acol import ACoL, create_backbone
 from acol.answers import ModelRunner
 from acol.core.device import available_devices, resolve_device
-from acol.evaluate import compute_metrics, run_inference
-from acol.explain import Explainer
+from acol.evaluation.evaluate import compute_metrics, run_inference
+from acol.evaluation.explain import Explainer
 from acol.payload import page_payload
 from acol.train import main as train_main
 from conftest import REPO

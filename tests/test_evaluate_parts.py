@@ -7,8 +7,8 @@ import pytest
 
 import acol.data.datasets
 from acol.core.checkpoint import load_checkpoint, save_checkpoint
-from acol.evaluate import main as evaluate_main
-from acol.metrics import PART_FIGURES
+from acol.evaluation.evaluate import main as evaluate_main
+from acol.evaluation.metrics import PART_FIGURES
 from acol.core.model import ACoL
 from acol.core.backbones import create_backbone
 from acol.train import main as train_main
@@ -62,7 +62,7 @@ def test_the_heldout_synthetic_split_is_a_seed_training_never_draws():
 def test_scoring_in_processes_gives_the_same_curves_in_the_same_order():
     import numpy as np
     import torch
-    from acol.evaluate import score_maps
+    from acol.evaluation.evaluate import score_maps
     generator = torch.Generator().manual_seed(0)
     maps = torch.rand(7, 3, 6, 6, generator=generator)
     maps[2, 1] = 0.5  # a constant map marks nothing at any threshold

@@ -9,7 +9,7 @@ from PIL import Image
 
 from acol.drawing import (DISPLAY_SIDE, compare_picture, feature_cell, four_panel_figure,
                           overlay_mask, page_pictures, render_panels, sweep_strip)
-from acol.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, resolve_class, top_classes
+from acol.evaluation.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, resolve_class, top_classes
 from acol.explain_command import main
 from acol.shelf import ExampleImages, content_digest
 from acol.style import ERASED_COLOR, ERASED_OPACITY
@@ -315,7 +315,7 @@ def test_cli_without_a_checkpoint_picks_the_model_the_page_would_and_says_when_a
     printed = capsys.readouterr().out
     assert "Not made for this picture: this model knows only 4 synthetic bird classes" in printed
     from acol.drawing import render_panels
-    from acol.explain import Explainer
+    from acol.evaluation.explain import Explainer
     explainer = Explainer.from_checkpoint(teaching)
     explanation = explainer.explain(Image.open(photo).convert("RGB"))
     panels = render_panels(explanation, 0.3, explainer.note(explanation))

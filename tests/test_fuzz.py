@@ -22,7 +22,7 @@ from PIL import Image
 from conftest import png_header_only
 
 from acol.data.readers import ImageLoadError, load_rgb_image
-from acol.explain import Explainer
+from acol.evaluation.explain import Explainer
 from acol.explain_command import main as explain_cli
 
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}

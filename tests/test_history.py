@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from acol.core.checkpoint import load_checkpoint, save_checkpoint
-from acol.evaluate import main as evaluate_main
+from acol.evaluation.evaluate import main as evaluate_main
 from acol.core.history import (HistoryError, TrainingHistory, history_path, load_history, replay, save_history,
                           trained_stage_count)
 from acol.data.synthetic import write_examples

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from acol.evaluate import compute_metrics, results_table
-from acol.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage, box_precision, iou_per_threshold,
+from acol.evaluation.evaluate import compute_metrics, results_table
+from acol.evaluation.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage, box_precision, iou_per_threshold,
                           max_box_acc_v2, paired_bootstrap, region_overlap, resampled_max_box_acc_v2,
                           seeded_paired_bootstrap)
 
@@ -159,7 +159,7 @@ def test_precision_is_the_share_of_the_region_inside_the_box():
 # ----------------------------------------------------------------------------------------------
 # Part-level figures (synthetic head/body masks)
 
-from acol.metrics import PartAccumulator, part_coverage, peak_part  # noqa: E402
+from acol.evaluation.metrics import PartAccumulator, part_coverage, peak_part  # noqa: E402
 
 
 def part_masks(shape, head_cells, body_cells):

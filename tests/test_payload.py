@@ -10,7 +10,7 @@ from PIL import Image
 
 from acol import ACoL, box_from_map, box_iou, create_backbone
 from acol.drawing import upsampled
-from acol.explain import Explainer, branch_b_verdict
+from acol.evaluation.explain import Explainer, branch_b_verdict
 from acol.payload import SLIDER_STEPS, page_payload
 from conftest import REPO
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acol.story import Story, peak_pixel, story_figures, story_of, story_words, summarize
+from acol.evaluation.story import Story, peak_pixel, story_figures, story_of, story_words, summarize
 from acol.data.synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def test_without_parts_the_story_is_told_from_the_cells_and_b_s_class():
 
 
 def test_a_picture_s_facts_are_read_where_the_page_draws_its_maps(tiny_checkpoints):
-    from acol.explain import Explainer
+    from acol.evaluation.explain import Explainer
     explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors")
     picture = Image.open(REPO / "assets" / "examples" / "synthetic_2_0000.png").convert("RGB")
     explanation = explainer.explain(picture, [[0, 0, picture.width, picture.height]])
@@ -72,7 +72,7 @@ def test_a_picture_s_facts_are_read_where_the_page_draws_its_maps(tiny_checkpoin
 
 
 def test_the_figures_count_the_stories(tiny_checkpoints):
-    from acol.explain import Explainer
+    from acol.evaluation.explain import Explainer
     from acol.data.synthetic import SyntheticParts
     explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors")
     figures = story_figures(explainer, SyntheticParts(8, 4, 64, seed=5), progress=False)
@@ -88,7 +88,7 @@ def test_the_figures_count_the_stories(tiny_checkpoints):
 def test_the_story_command_prints_one_row_per_checkpoint(tiny_checkpoints, tmp_path, capsys):
     import json
 
-    from acol.story_command import main
+    from acol.evaluation.story_command import main
     out = tmp_path / "story.json"
     assert main([str(tiny_checkpoints / "tiny_synthetic_acol.safetensors"),
                  str(tiny_checkpoints / "tiny_synthetic_cam.safetensors"),

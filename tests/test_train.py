@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from acol.core.checkpoint import load_checkpoint, save_checkpoint
-from acol.evaluate import main as evaluate_main
+from acol.evaluation.evaluate import main as evaluate_main
 from acol.core.model import ACoL
 from acol.data.synthetic import write_examples
 from acol.train import main as train_main

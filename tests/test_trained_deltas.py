@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from acol.explain import Explainer
+from acol.evaluation.explain import Explainer
 from acol.shelf import CheckpointShelf
 from acol.trained_deltas import TrainedDeltas, trained_deltas_payload
 

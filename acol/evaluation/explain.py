@@ -28,13 +28,13 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .core.checkpoint import load_checkpoint
-from .data.readers import eval_transform
-from .core.device import resolve_device
-from .core.model import ACoL, ACoLOutput
-from .data.synthetic import Parts
+from ..core.checkpoint import load_checkpoint
+from ..data.readers import eval_transform
+from ..core.device import resolve_device
+from ..core.model import ACoL, ACoLOutput
+from ..data.synthetic import Parts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cub50_acol_efficientnet_lite0.safetensors"
 MAX_IMAGE_SIDE = 1024    # larger uploads are shrunk first: the model only sees input_size pixels
 DISPLAY_SIDE = 384       # longest side of the picture the maps are drawn on (``Explanation.display``)
@@ -205,7 +205,7 @@ class Explainer:
 
         ``true_boxes`` ([N, 4] xyxy in ``image`` pixels) are drawn and scored when given, and
         ``true_class`` (the image's label) is named beside the prediction; ``image_digest`` (its
-        file's SHA-256) is kept for the viewer's shared cache; ``parts`` (``acol.story.Parts``,
+        file's SHA-256) is kept for the viewer's shared cache; ``parts`` (``acol.evaluation.story.Parts``,
         at the image's size) say where its head and body are, when known.
         ``target_class=None`` explains branch A's top-1 class; ``erase_threshold=None`` uses the
         model's own. The image is resized to the model's square input, as in evaluation.

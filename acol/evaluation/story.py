@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .core.maps import box_from_map, box_iou, upsample_maps
-from .data.synthetic import Parts
+from ..core.maps import box_from_map, box_iou, upsample_maps
+from ..data.synthetic import Parts
 
 FOUND_IOU = 0.5  # a box "finds" the object at IoU >= 0.5, as GT-known localization counts it
 PART_WORDS = {"head": "the head", "body": "the body", "outside": "outside the bird"}
@@ -84,7 +84,7 @@ def peak_cell(localization_map: torch.Tensor) -> tuple[int, int]:
 
 
 def story_of(explanation, box_threshold: float) -> Story:
-    """The story's facts for one explained picture (an ``acol.explain.Explanation``; its
+    """The story's facts for one explained picture (an ``acol.evaluation.explain.Explanation``; its
     ``parts``, when known, at the resolution of ``explanation.image``)."""
     output, parts = explanation.output, explanation.parts
     has_b = explanation.num_branches > 1
@@ -155,7 +155,7 @@ def story_payload(story: Story, class_names: list[str]) -> dict:
 
 def story_figures(explainer, dataset, box_threshold: float | None = None, progress: bool = True) -> dict:
     """Percentages over a synthetic ``dataset`` (an untransformed ``SyntheticParts``) explained
-    by ``explainer`` (an ``acol.explain.Explainer``) as the page explains them: where A's and B's
+    by ``explainer`` (an ``acol.evaluation.explain.Explainer``) as the page explains them: where A's and B's
     peaks lie, how often B names the true class (on every picture, and on those whose body shows
     its own class), and how often the page's box finds the bird (IoU >= 0.5)."""
     threshold = explainer.default_box_threshold if box_threshold is None else box_threshold

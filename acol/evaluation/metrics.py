@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core.maps import box_iou, component_boxes, cut_map
+from ..core.maps import box_iou, component_boxes, cut_map
 
 CAM_THRESHOLDS = np.arange(0, 1, 0.01)
 IOU_LEVELS = (30, 50, 70)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .core.maps import score_map
+from ..core.maps import score_map
 from .metrics import (CAM_THRESHOLDS, IOU_LEVELS, PART_FIGURES, LocalizationAccumulator, PartAccumulator,
                       box_coverage, box_precision, iou_per_threshold, paired_bootstrap, region_overlap)
 
@@ -287,7 +287,7 @@ def check_replacement(path, config: dict, results: dict) -> None:
     """Refuse to ship over a checkpoint whose final map (fused, or CAM's) scored a higher
     MaxBoxAccV2 on the same split of the same classes: an evaluation of a diverged run once
     replaced a good shipped model that way. ``--force`` skips this check."""
-    from .core.checkpoint import CheckpointError, read_metadata
+    from ..core.checkpoint import CheckpointError, read_metadata
     if not Path(path).exists():
         return
     try:
@@ -308,7 +308,7 @@ def check_replacement(path, config: dict, results: dict) -> None:
 def ship_checkpoint(path, model, config: dict, results: dict, description: str | None = None) -> Path:
     """Save ``model`` (fp16) with the thresholds chosen on, and the numbers of, ``results``;
     ``description`` replaces the checkpoint's own (kept when None)."""
-    from .core.checkpoint import save_checkpoint
+    from ..core.checkpoint import save_checkpoint
     summary = {name: {key: round(value, 2) for key, value in numbers.items() if isinstance(value, float)}
                for name, numbers in results["maps"].items()}
     metrics = {"cam_thresholds": {name: numbers["cam_threshold"] for name, numbers in results["maps"].items()},
@@ -328,8 +328,8 @@ def ship_history(history: Path | None, shipped: str | Path) -> Path | None:
     without one removes the history of the model it replaces there (it would not match)."""
     import shutil
 
-    from .core.checkpoint import atomic_path, load_checkpoint
-    from .core.history import history_path, load_history
+    from ..core.checkpoint import atomic_path, load_checkpoint
+    from ..core.history import history_path, load_history
     destination = history_path(shipped)
     if history is None:
         if destination.exists():
@@ -345,10 +345,10 @@ def ship_history(history: Path | None, shipped: str | Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.checkpoint import load_checkpoint
-    from .data.readers import eval_transform, make_loader
-    from .data.datasets import build_dataset
-    from .core.device import add_device_flag, resolve_device
+    from ..core.checkpoint import load_checkpoint
+    from ..data.readers import eval_transform, make_loader
+    from ..data.datasets import build_dataset
+    from ..core.device import add_device_flag, resolve_device
     parser = argparse.ArgumentParser(prog="python -m acol evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {comparison_error}", file=sys.stderr)
         return 1
     if args.ship:
-        from .core.history import HistoryError, history_path, load_history
+        from ..core.history import HistoryError, history_path, load_history
         history = history_path(args.checkpoint)  # the run's history.safetensors, if it kept one
         try:
             if not args.force:

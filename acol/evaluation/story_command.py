@@ -1,4 +1,4 @@
-"""``python -m acol story``: does a synthetic model tell ACoL's story? (``acol.story``)
+"""``python -m acol story``: does a synthetic model tell ACoL's story? (``acol.evaluation.story``)
 
     python -m acol story checkpoints/synthetic_acol_efficientnet_lite0_s8.safetensors --split heldout
     python -m acol story CHECKPOINT [CHECKPOINT ...] --seed 12345 --count 400   # fresh pictures
@@ -16,11 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-from .core.checkpoint import CheckpointError
-from .data.datasets import SYNTHETIC_SPLITS
+from ..core.checkpoint import CheckpointError
+from ..data.datasets import SYNTHETIC_SPLITS
 from .explain import Explainer
 from .story import story_figures
-from .data.synthetic import SyntheticParts
+from ..data.synthetic import SyntheticParts
 
 COLUMNS = {"a_peak_on_head": "A's peak on the head", "b_peak_on_body": "B's peak on the body",
            "b_right_on_honest_bodies": "B right (own-class bodies)", "b_right": "B right (all)",
