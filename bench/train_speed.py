@@ -8,7 +8,7 @@ run's: ``--config`` and the flags of ``python -m acol train`` (default: the ship
 1. Step time (forward + backward + SGD step) of ACoL (2 branches) and CAM (1 branch) on the same
    backbone and batch, measured interleaved (in turn first) so that machine noise hits both;
    medians and their ratio.
-2. Epoch time: one training epoch fed by a fresh loader, made as ``acol.train`` makes it each
+2. Epoch time: one training epoch fed by a fresh loader, made as ``acol.training.train`` makes it each
    epoch (worker start-up and the first batch's wait included), against the same number of
    steps on one batch already in memory (pure compute). The pipeline keeps the model fed when
    the first is within 10% of the second.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from acol import create_backbone  # noqa: E402
 from acol.data.readers import make_loader  # noqa: E402
 from acol.data.feature_cache import compute_feature_cache  # noqa: E402
-from acol.train import (build_datasets, build_model, make_optimizer, parse_config, set_training_mode,  # noqa: E402
+from acol.training.train import (build_datasets, build_model, make_optimizer, parse_config, set_training_mode,  # noqa: E402
                         trainable_stages)
 
 
@@ -48,7 +48,7 @@ def step(model, optimizer, images, labels, features=None):
 
 
 def make(config, backbone, num_classes):
-    """The run's model on ``backbone`` and its optimizer (heads at 10x the lr), as acol.train makes them."""
+    """The run's model on ``backbone`` and its optimizer (heads at 10x the lr), as acol.training.train makes them."""
     model = build_model(backbone, num_classes, config)
     set_training_mode(model, config)
     return model, make_optimizer(model, config)

@@ -75,7 +75,7 @@ def tiny_checkpoints(tmp_path_factory):
     training history beside it, as is its CAM baseline ``tiny_synthetic_cam``."""
     from acol import ACoL, create_backbone
     from acol.core.checkpoint import save_checkpoint
-    from acol.train import main as train_main
+    from acol.training.train import main as train_main
     folder = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
     validated = {"tiny_acol": {"cam_thresholds": {"A": 0.3, "B": 0.3, "fused": 0.45},

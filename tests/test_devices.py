@@ -15,7 +15,7 @@ from acol.core.device import available_devices, resolve_device
 from acol.evaluation.evaluate import compute_metrics, run_inference
 from acol.evaluation.explain import Explainer
 from acol.payload import page_payload
-from acol.train import main as train_main
+from acol.training.train import main as train_main
 from conftest import REPO
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -11,7 +11,7 @@ from acol.evaluation.evaluate import main as evaluate_main
 from acol.evaluation.metrics import PART_FIGURES
 from acol.core.model import ACoL
 from acol.core.backbones import create_backbone
-from acol.train import main as train_main
+from acol.training.train import main as train_main
 
 from test_train import TINY_RUN
 

@@ -10,7 +10,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from acol.core.checkpoint import load_checkpoint, save_checkpoint
 from acol.data.readers import WSOLEvalDataset, eval_transform, load_rgb_image
-from acol.everyday import (BACKBONE, UNLABELLED, EverydayConfig, EverydayPool, PooledViews, everyday_model,
+from acol.training.everyday import (BACKBONE, UNLABELLED, EverydayConfig, EverydayPool, PooledViews, everyday_model,
                            pool_views, train_branch_b)
 from acol.core.maps import normalize_maps
 from conftest import REPO

@@ -10,7 +10,7 @@ from acol.evaluation.evaluate import main as evaluate_main
 from acol.core.history import (HistoryError, TrainingHistory, history_path, load_history, replay, save_history,
                           trained_stage_count)
 from acol.data.synthetic import write_examples
-from acol.train import main as train_main
+from acol.training.train import main as train_main
 
 from conftest import REPO
 from test_train import TINY_RUN, run_dir_rows

@@ -267,7 +267,7 @@ def efficientnet_lite0_head(weights=None) -> Backbone:
     """The whole EfficientNet-Lite0 feature path, through its 1280-channel ``conv_head``, with the
     last stride-2 stage dilated: stride 16, 14x14 at 224 px. These are the features its ImageNet
     classifier pools, so that classifier, read as a 1x1 convolution, *is* a CAM branch: the
-    everyday model's branch A (``acol.everyday``)."""
+    everyday model's branch A (``acol.training.everyday``)."""
     import timm
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, output_stride=16, num_classes=0)
     if weights is not None:

@@ -142,7 +142,7 @@ class ACoL(nn.Module):
 
     def branch_a_alone(self) -> "ACoL":
         """A one-branch CAM model sharing this one's backbone and branch A (no copy): the CAM
-        baseline of a model whose A is a pretrained classifier, as in ``acol.everyday``."""
+        baseline of a model whose A is a pretrained classifier, as in ``acol.training.everyday``."""
         cam = ACoL(self.backbone, self.num_classes, self.erase_threshold, 1, self.head_width, self.head,
                    self.nonnegative_class_weights)
         cam.heads[0] = self.heads[0]

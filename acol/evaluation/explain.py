@@ -93,7 +93,7 @@ class Explanation:
 
 def is_everyday(config: dict) -> bool:
     """Whether a checkpoint's config is the everyday model's (the ImageNet classes, B trained on
-    the everyday photo pool: ``acol.everyday``): its A is the pretrained network's CAM."""
+    the everyday photo pool: ``acol.training.everyday``): its A is the pretrained network's CAM."""
     return bool(config.get("recipe", {}).get("pool"))
 
 

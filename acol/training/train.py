@@ -41,16 +41,16 @@ from safetensors.torch import load_file
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from .core.backbones import create_backbone
-from .core.checkpoint import atomic_path, model_config, save_checkpoint, write_safetensors
-from .data.readers import ImageLoadError, eval_transform, make_loader, train_transform
-from .data.datasets import SYNTHETIC_SPLITS, build_dataset
-from .core.device import resolve_device
-from .evaluation.evaluate import compute_metrics, map_names, run_inference
-from .data.feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
-from .core.history import RUN_FILE as HISTORY_FILE, HistoryError, begin_or_continue, save_history, snapshot
-from .evaluation.metrics import CAM_THRESHOLDS
-from .core.model import ACoL
+from ..core.backbones import create_backbone
+from ..core.checkpoint import atomic_path, model_config, save_checkpoint, write_safetensors
+from ..data.readers import ImageLoadError, eval_transform, make_loader, train_transform
+from ..data.datasets import SYNTHETIC_SPLITS, build_dataset
+from ..core.device import resolve_device
+from ..evaluation.evaluate import compute_metrics, map_names, run_inference
+from ..data.feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
+from ..core.history import RUN_FILE as HISTORY_FILE, HistoryError, begin_or_continue, save_history, snapshot
+from ..evaluation.metrics import CAM_THRESHOLDS
+from ..core.model import ACoL
 
 
 @dataclass
@@ -196,7 +196,7 @@ def build_datasets(config: TrainConfig, mean, std):
     train_tf = train_transform(config.input_size, mean, std, config.resize_size)
     val_tf = eval_transform(config.input_size, mean, std)
     if config.data == "synthetic":
-        from .data.synthetic import SyntheticParts
+        from ..data.synthetic import SyntheticParts
         size = round(config.input_size * 256 / 224)
         # Every run seed trains on the same pictures: a seed changes the initialization, the
         # order and the augmentation, never the data, so no seed ever trains on the validation,
