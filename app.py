@@ -1,5 +1,5 @@
 """The ACoL viewer: a Gradio page, its layout, wiring and launch only. What each event computes
-is ``acol.page``; the page's texts, CSS and HTML sit beside ``acol/static/viewer.js``, which
+is ``acol.viewer.page``; the page's texts, CSS and HTML sit beside ``acol/viewer/static/viewer.js``, which
 draws the four views in the browser.
 
     python app.py [--checkpoints DIR] [--examples DIR] [--device auto|cpu|cuda[:N]] [--share]
@@ -7,7 +7,7 @@ draws the four views in the browser.
 Binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise (as on
 Hugging Face Spaces). Every event has an ``api_name``, so ``gradio_client`` can script the page.
 On a ZeroGPU Space the one function that runs a model for a request is lent a GPU per call, and
-answers on the CPU when ZeroGPU lends none (acol.zerogpu).
+answers on the CPU when ZeroGPU lends none (acol.viewer.zerogpu).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402  (after the settings above)
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
-from acol.page import KEEP, Page, Update, View, page_text  # noqa: E402
-from acol.scripts import Scripts  # noqa: E402
-from acol.payload import SLIDER_STEP  # noqa: E402
-from acol.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
-from acol.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
-from acol.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E402
+from acol.viewer.page import KEEP, Page, Update, View, page_text  # noqa: E402
+from acol.viewer.scripts import Scripts  # noqa: E402
+from acol.viewer.payload import SLIDER_STEP  # noqa: E402
+from acol.viewer.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
+from acol.viewer.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
+from acol.viewer.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E402
 
 # System fonts: the default theme would fetch its fonts from Google, and the page must run offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -75,7 +75,7 @@ def picture(**options) -> gr.Image:
 
 
 def gradio_value(value):
-    """What ``acol.page`` says of an output, as Gradio takes it."""
+    """What ``acol.viewer.page`` says of an output, as Gradio takes it."""
     if value is KEEP:
         return gr.skip()
     return gr.update(**value.changes()) if isinstance(value, Update) else value
@@ -129,7 +129,7 @@ def shown_per_group(shown, groups: int) -> list:
 class Layout:
     """The page's components that events read or change."""
 
-    session: gr.State                                   # one tab's acol.page.Session
+    session: gr.State                                   # one tab's acol.viewer.page.Session
     image: gr.Image
     model: gr.Dropdown
     class_choice: gr.Dropdown
@@ -139,7 +139,7 @@ class Layout:
     example_sets: list[gr.Dataset]
     example_boxes: list[gr.Column]                      # one around each set: what a model change shows or hides
     no_examples: gr.Markdown
-    viewer: gr.HTML                                     # the views, drawn by acol/static/*.js
+    viewer: gr.HTML                                     # the views, drawn by acol/viewer/static/*.js
     by_hand: gr.Checkbox                                # hidden: events get it from the page (with_shown_mask)
     row: gr.Number
     col: gr.Number
@@ -175,7 +175,7 @@ class Layout:
             else [as_output(getattr(view, name), fields[name][0], given or {})])]
 
 
-# The browser's part, in one scope: the four views, "How it learned", "Trained with δ", the lesson (acol/static).
+# The browser's part, in one scope: the four views, "How it learned", "Trained with δ", the lesson (acol/viewer/static).
 VIEWER_SCRIPTS = ("viewer.js", "learning.js", "deltas.js", "lesson.js")
 
 
@@ -253,7 +253,7 @@ def with_shown_mask(inputs: list) -> str:
             "document.querySelector('[data-by-hand]')?.dataset.byHand === 'true']")
 
 
-# What each page event may change (acol.page.View's fields); never a component that is also one of
+# What each page event may change (acol.viewer.page.View's fields); never a component that is also one of
 # its inputs, unless as a plain value (Layout.outputs says why).
 EXPLAINED = ["payload", "classes", "baselines", "sweep", "comparison"]
 REDRAWN = ["payload", "sweep", "comparison"]
@@ -370,7 +370,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
         return no_checkpoint_page(checkpoint_dir)
     examples = ExampleImages([folder for folder in examples_dirs if Path(folder).is_dir()])
     # On a ZeroGPU Space the models moved to its GPU are packed away for the worker that a lent GPU
-    # runs in, so copies stay on the CPU to answer when ZeroGPU lends none (acol.zerogpu);
+    # runs in, so copies stay on the CPU to answer when ZeroGPU lends none (acol.viewer.zerogpu);
     # ACOL_ZEROGPU=cpu keeps every request on the CPU.
     on_zerogpu = spaces.config.Config.zero_gpu
     where = zerogpu_mode() if on_zerogpu else "gpu"

@@ -5,8 +5,8 @@
 - slider move: ``Explainer.reexplain`` at a new erase threshold (erasing + branch B only);
   budget 30 ms of compute on 2 CPU cores at 224 px;
 - new image: ``Explainer.explain`` (resize, normalize, backbone, every branch); budget 150 ms;
-- new image: the page's payload (``acol.payload``: every δ step's B, verdict and boxes), its
-  size, and the four panels drawn by ``acol.drawing`` (what a script's /explain still gets);
+- new image: the page's payload (``acol.viewer.payload``: every δ step's B, verdict and boxes), its
+  size, and the four panels drawn by ``acol.viewer.drawing`` (what a script's /explain still gets);
 - an upload as the server answers it: the file decoded, explained and its payload made, nothing
   cached (budget 150 ms at the checkpoint's own input size), and an example click (a cached answer);
 - ``--browser``: in headless Chromium on the page, a slider move (its `input` event) until the
@@ -40,14 +40,14 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from acol import ACoL, create_backbone  # noqa: E402
 from acol.core.checkpoint import save_checkpoint  # noqa: E402
-from acol.drawing import page_pictures, render_panels  # noqa: E402
+from acol.viewer.drawing import page_pictures, render_panels  # noqa: E402
 from acol.evaluation.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
-from acol.answers import AnswerCache, ModelRunner, request_key  # noqa: E402
+from acol.viewer.answers import AnswerCache, ModelRunner, request_key  # noqa: E402
 from acol.data.readers import load_rgb_image  # noqa: E402
 from acol.core.device import add_device_flag  # noqa: E402
 from acol.core.history import history_path, load_history  # noqa: E402
-from acol.learning import learning_payload  # noqa: E402
-from acol.payload import page_payload  # noqa: E402
+from acol.viewer.learning import learning_payload  # noqa: E402
+from acol.viewer.payload import page_payload  # noqa: E402
 
 SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS, UPLOAD_BUDGET_MS = 30, 150, 150
 PHOTO = REPO / "assets" / "everyday" / "chelsea.jpg"

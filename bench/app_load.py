@@ -49,7 +49,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from gradio_client import Client, handle_file  # noqa: E402
 
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
-from acol.shelf import CheckpointShelf, ExampleImages  # noqa: E402
+from acol.viewer.shelf import CheckpointShelf, ExampleImages  # noqa: E402
 
 DELTAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # gradio_client opens two fresh httpx clients per request, and httpx builds a TLS context for
@@ -182,7 +182,7 @@ class User:
 
 def page_reply(outputs, payload_at: int) -> tuple[str, dict]:
     """(status, baseline choices) of a page event's outputs (what gradio_client returns of
-    acol.page's View: ..., the payload at ``payload_at``, the classes and the baselines after it):
+    acol.viewer.page's View: ..., the payload at ``payload_at``, the classes and the baselines after it):
     the payload's caption and every δ step's verdict, which tell one image and model from another."""
     payload, baselines = outputs[payload_at], outputs[payload_at + 2]
     baselines = baselines if isinstance(baselines, dict) and "value" in baselines else {"value": None}

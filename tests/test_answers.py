@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import acol.answers
-from acol.answers import ScriptPictures, pictures_key
-from acol.page import Page, Session
-from acol.scripts import Scripts
-from acol.shelf import CheckpointShelf, ExampleImages
+import acol.viewer.answers
+from acol.viewer.answers import ScriptPictures, pictures_key
+from acol.viewer.page import Page, Session
+from acol.viewer.scripts import Scripts
+from acol.viewer.shelf import CheckpointShelf, ExampleImages
 from conftest import REPO
 
 ACOL, CAM, TEACHING = "tiny_acol", "tiny_cam", "tiny_synthetic_acol"
@@ -72,8 +72,8 @@ def test_a_scripts_delta_move_computes_neither_a_payload_nor_how_it_learned(page
 
     def never(*args, **kwargs):
         raise AssertionError("a script's δ move replayed the model's history")
-    monkeypatch.setattr(acol.answers, "learning_payload", never)
-    monkeypatch.setattr(acol.answers, "page_payload", never)
+    monkeypatch.setattr(acol.viewer.answers, "learning_payload", never)
+    monkeypatch.setattr(acol.viewer.answers, "page_payload", never)
     moved = scripts.set_erase_threshold(reply.session, 0.25, 0.2, None)
     assert moved.session.explanation.erase_threshold == 0.25 and "δ = 0.25" in moved.outputs["status"]
     assert isinstance(moved.outputs["erased"], np.ndarray)

@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from acol.page import Page, Session
+from acol.viewer.page import Page, Session
 from conftest import REPO, TEACHING_DESCRIPTION, png_header_only
 
 ACOL, CAM, TEACHING = "tiny_acol", "tiny_cam", "tiny_synthetic_acol"
@@ -149,7 +149,7 @@ def test_each_model_shows_its_own_examples_and_an_example_never_meets_another_mo
 
 
 def test_a_model_without_examples_asks_for_a_photo_and_keeps_an_upload(tiny_checkpoints, tmp_path):
-    from acol.shelf import CheckpointShelf, ExampleImages
+    from acol.viewer.shelf import CheckpointShelf, ExampleImages
     page = Page(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
     view = page.choose_model(Session(), str(EXAMPLE), ACOL)
     assert view.image is None and view.examples_shown == [False] and view.no_examples.visible is True
@@ -213,10 +213,10 @@ def test_a_hand_made_mask_stays_in_its_own_session(viewer_url, tmp_path):
 
 
 def test_the_comparison_boxes_each_model_at_its_own_validated_threshold(client, tmp_path, monkeypatch):
-    import acol.page
+    import acol.viewer.page
     thresholds = []
-    drawn = acol.page.compare_picture
-    monkeypatch.setattr(acol.page, "compare_picture", lambda *args: thresholds.append(args[2:]) or drawn(*args))
+    drawn = acol.viewer.page.compare_picture
+    monkeypatch.setattr(acol.viewer.page, "compare_picture", lambda *args: thresholds.append(args[2:]) or drawn(*args))
     explain(client, noise_png(tmp_path / "cmp.png"), box_threshold=0.8)
     client.predict(CAM, api_name="/compare")
     assert thresholds and set(thresholds) == {(0.35, 0.45)}, "CAM at its 'A' threshold, ACoL at its 'fused' one, not the slider's 0.8"
@@ -341,7 +341,7 @@ def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_c
     from gradio_client.exceptions import AppError
 
     from acol.core.checkpoint import CheckpointError
-    from acol.shelf import CheckpointShelf
+    from acol.viewer.shelf import CheckpointShelf
     for name in ("../../etc/passwd", "/etc/passwd", str(tiny_checkpoints / "tiny_acol")):
         with pytest.raises(AppError, match="not in the list of choices"):
             explain(client, noise_png(tmp_path / "x.png"), model=name)
@@ -352,10 +352,10 @@ def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_c
 def test_a_request_past_its_time_limit_is_abandoned_with_a_message(client, viewer_demo, tmp_path, monkeypatch):
     import time
 
-    import acol.page
-    slow_loader = acol.page.load_rgb_image
+    import acol.viewer.page
+    slow_loader = acol.viewer.page.load_rgb_image
     monkeypatch.setattr(viewer_demo.acol_page, "request_timeout_s", 0.2)
-    monkeypatch.setattr(acol.page, "load_rgb_image", lambda path: time.sleep(1.0) or slow_loader(path))
+    monkeypatch.setattr(acol.viewer.page, "load_rgb_image", lambda path: time.sleep(1.0) or slow_loader(path))
     started = time.perf_counter()
     panels, _, _, status = explain(client, noise_png(tmp_path / "slow.png", seed=31))  # never seen: not cached
     assert "gave up after 0.2 s" in status and panels == [None] * 4
@@ -422,7 +422,7 @@ def test_a_10000_pixel_square_upload_neither_exhausts_memory_nor_blocks_other_us
 
 
 def test_memory_the_server_freed_goes_back_to_the_system():
-    from acol.serving import trim_freed_memory
+    from acol.viewer.serving import trim_freed_memory
     pictures = [np.ones(60_000, np.uint8) for _ in range(2000)]  # 120 MB of picture-sized blocks
     last = pictures[-1]  # still in use: glibc cannot simply shrink its heap from the top
     allocated = memory_status("RssAnon")
@@ -451,7 +451,7 @@ def freed_blocks_kept(map_separately: bool) -> tuple[float, float]:
 import sys
 import numpy as np
 sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
-from acol.serving import map_large_blocks_separately
+from acol.viewer.serving import map_large_blocks_separately
 from test_app import kept_after_freeing
 np.ones(30 << 20, np.uint8)  # one large block freed: glibc now keeps blocks to 30 MB, and 60 MB free on top
 if {map_separately}:
@@ -517,7 +517,7 @@ def test_each_session_sees_only_its_own_images_results(viewer_url, tmp_path):
 def test_the_page_opens_on_the_first_example_whose_story_holds(tiny_checkpoints):
     """Chosen by what the example shows (its parts: A on the head, B on the body and right, the
     fused box on the bird), never by how sure the model is; the first example when none tells it."""
-    from acol.shelf import CheckpointShelf, ExampleImages, content_digest
+    from acol.viewer.shelf import CheckpointShelf, ExampleImages, content_digest
     page = Page(CheckpointShelf(tiny_checkpoints), ExampleImages([REPO / "assets" / "examples"]))
     paths = page.examples.groups[0].paths
     stories = [page.answer_file(path, content_digest(path), TEACHING).payload["story"] for path in paths]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from acol.page import Page, Session
-from acol.scripts import Scripts
-from acol.shelf import BRANCH_A, CheckpointShelf, ExampleImages
+from acol.viewer.page import Page, Session
+from acol.viewer.scripts import Scripts
+from acol.viewer.shelf import BRANCH_A, CheckpointShelf, ExampleImages
 from conftest import REPO, example_class_names
 
 EVERYDAY = REPO / "assets" / "everyday"

@@ -214,7 +214,7 @@ def test_the_browsers_panels_are_acol_drawings_panels(viewer_url, tiny_checkpoin
     them by at most 16 (JPEG's error at sharp edges)."""
     from playwright.sync_api import expect, sync_playwright
 
-    from acol.drawing import render_panels
+    from acol.viewer.drawing import render_panels
     from acol.evaluation.explain import Explainer
     example = sorted((REPO / "assets" / "examples").glob("*.png"))[1]
     explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors")

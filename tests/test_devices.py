@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from acol import ACoL, create_backbone
-from acol.answers import ModelRunner
+from acol.viewer.answers import ModelRunner
 from acol.core.device import available_devices, resolve_device
 from acol.evaluation.evaluate import compute_metrics, run_inference
 from acol.evaluation.explain import Explainer
-from acol.payload import page_payload
+from acol.viewer.payload import page_payload
 from acol.training.train import main as train_main
 from conftest import REPO
 

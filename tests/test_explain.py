@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from acol.drawing import (DISPLAY_SIDE, compare_picture, feature_cell, four_panel_figure,
+from acol.viewer.drawing import (DISPLAY_SIDE, compare_picture, feature_cell, four_panel_figure,
                           overlay_mask, page_pictures, render_panels, sweep_strip)
 from acol.evaluation.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, resolve_class, top_classes
-from acol.explain_command import main
-from acol.shelf import ExampleImages, content_digest
-from acol.style import ERASED_COLOR, ERASED_OPACITY
+from acol.viewer.explain_command import main
+from acol.viewer.shelf import ExampleImages, content_digest
+from acol.viewer.style import ERASED_COLOR, ERASED_OPACITY
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +314,7 @@ def test_cli_without_a_checkpoint_picks_the_model_the_page_would_and_says_when_a
     assert main([str(photo), "-o", str(tmp_path / "out.png"), "--checkpoint", str(teaching)]) == 0
     printed = capsys.readouterr().out
     assert "Not made for this picture: this model knows only 4 synthetic bird classes" in printed
-    from acol.drawing import render_panels
+    from acol.viewer.drawing import render_panels
     from acol.evaluation.explain import Explainer
     explainer = Explainer.from_checkpoint(teaching)
     explanation = explainer.explain(Image.open(photo).convert("RGB"))

@@ -23,7 +23,7 @@ from conftest import png_header_only
 
 from acol.data.readers import ImageLoadError, load_rgb_image
 from acol.evaluation.explain import Explainer
-from acol.explain_command import main as explain_cli
+from acol.viewer.explain_command import main as explain_cli
 
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 MODES = ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "I;16", "I", "F"]

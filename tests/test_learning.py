@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from acol.answers import ModelRunner
-from acol.shelf import CheckpointShelf
+from acol.viewer.answers import ModelRunner
+from acol.viewer.shelf import CheckpointShelf
 from conftest import REPO
 
 EXAMPLE = REPO / "assets" / "examples" / "synthetic_2_0005.png"

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from acol import ACoL, box_from_map, box_iou, create_backbone
-from acol.drawing import upsampled
+from acol.viewer.drawing import upsampled
 from acol.evaluation.explain import Explainer, branch_b_verdict
-from acol.payload import SLIDER_STEPS, page_payload
+from acol.viewer.payload import SLIDER_STEPS, page_payload
 from conftest import REPO
 
 EXAMPLE = sorted((REPO / "assets" / "examples").glob("*.png"))[0]

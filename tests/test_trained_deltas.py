@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from acol.evaluation.explain import Explainer
-from acol.shelf import CheckpointShelf
-from acol.trained_deltas import TrainedDeltas, trained_deltas_payload
+from acol.viewer.shelf import CheckpointShelf
+from acol.viewer.trained_deltas import TrainedDeltas, trained_deltas_payload
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHING = "tiny_synthetic_acol"
@@ -43,7 +43,7 @@ def test_a_sibling_of_other_classes_is_left_out(tiny_checkpoints, tmp_path):
 
 
 def test_the_teaching_model_s_payload_carries_its_siblings_and_a_hand_mask_leaves_them(tiny_checkpoints):
-    from acol.answers import ModelRunner
+    from acol.viewer.answers import ModelRunner
     runner = ModelRunner(CheckpointShelf(tiny_checkpoints).load_all())
     answer = runner.run("explain", TEACHING, Image.open(PICTURE).convert("RGB"), payload=True)
     assert [view["delta"] for view in answer.payload["trained_deltas"]] == [0.3, 0.5, 0.8]

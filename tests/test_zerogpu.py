@@ -26,11 +26,11 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from acol.answers import Answer, ModelRunner
-from acol.page import Page, Session
-from acol.scripts import Scripts
-from acol.shelf import CheckpointShelf, ExampleImages
-from acol.zerogpu import CPU_NOTE, GpuOrCpu, noted_on_cpu, refused_by_zerogpu, zerogpu_mode
+from acol.viewer.answers import Answer, ModelRunner
+from acol.viewer.page import Page, Session
+from acol.viewer.scripts import Scripts
+from acol.viewer.shelf import CheckpointShelf, ExampleImages
+from acol.viewer.zerogpu import CPU_NOTE, GpuOrCpu, noted_on_cpu, refused_by_zerogpu, zerogpu_mode
 from conftest import REPO
 
 ACOL, CAM, TEACHING = "tiny_acol", "tiny_cam", "tiny_synthetic_acol"

@@ -3,7 +3,7 @@
 ``auto`` is the first CUDA device when there is one, else the CPU; ``train``, ``evaluate``,
 ``explain`` and the viewer (``app.py``) all take the flag and mean the same by it. Models,
 features, erase masks and maps are made on that device and move to the CPU only where pictures
-and JSON are made (``acol.drawing``, ``acol.payload``).
+and JSON are made (``acol.viewer.drawing``, ``acol.viewer.payload``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Explain one image: run a checkpoint on it and keep what the pictures of it are drawn from.
 
 This is the computing side of the viewer (``app.py``) and of ``python -m acol explain``
-(``acol.explain_command``). In code::
+(``acol.viewer.explain_command``). In code::
 
     explainer = Explainer.from_checkpoint("checkpoints/cub50_acol_efficientnet_lite0.safetensors")
     explanation = explainer.explain(load_rgb_image("bird.jpg"))           # backbone + every branch
@@ -12,10 +12,10 @@ This is the computing side of the viewer (``app.py``) and of ``python -m acol ex
 An :class:`Explanation` keeps its image's backbone features, so a new erase threshold or class
 re-runs only the erasing and the later branches (``ACoL.reexplain``): that is what keeps the
 viewer's slider live on a CPU. How an explanation becomes pictures and the exported figure
-(``render_panels``, ``write_figure_png``) is ``acol.drawing``, which imports this module (never the
-other way round); what the page draws in the browser is ``acol.payload``; what only a serving viewer needs
+(``render_panels``, ``write_figure_png``) is ``acol.viewer.drawing``, which imports this module (never the
+other way round); what the page draws in the browser is ``acol.viewer.payload``; what only a serving viewer needs
 (its session cache, request time limit, memory tuning, checkpoint shelf, examples) is
-``acol.serving``.
+``acol.viewer.serving``.
 """
 
 from __future__ import annotations

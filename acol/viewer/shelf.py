@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core.checkpoint import CheckpointError, read_metadata
-from .data.readers import CSVBoxDataset, CUBDataset
-from .core.device import resolve_device
-from .evaluation.explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
-from .data.synthetic import Parts
+from ..core.checkpoint import CheckpointError, read_metadata
+from ..data.readers import CSVBoxDataset, CUBDataset
+from ..core.device import resolve_device
+from ..evaluation.explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
+from ..data.synthetic import Parts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHECKPOINTS = REPO / "checkpoints"
 BUNDLED_EXAMPLES = (REPO / "assets" / "examples", REPO / "assets" / "everyday")  # the teaching model's, the everyday model's
 BRANCH_A = "_branch_A"  # the name suffix of an everyday model's branch A, listed as its CAM baseline
@@ -118,7 +118,7 @@ class CheckpointShelf:
             raise CheckpointError(f"no checkpoint named {name!r} in this viewer's folder")
         if name not in self._explainers and name in self.branch_a_of:
             acol = self[self.branch_a_of[name]]
-            self._explainers[name] = Explainer(acol.core.model.branch_a_alone(), self.configs[name], name, acol.core.device)
+            self._explainers[name] = Explainer(acol.model.branch_a_alone(), self.configs[name], name, acol.device)
         if name not in self._explainers:
             self._explainers[name] = Explainer.from_checkpoint(self.folder / f"{name}.safetensors", self.device)
         return self._explainers[name]

@@ -1,5 +1,5 @@
 // "How it learned": the picture's maps after every epoch of the model's training, drawn in the
-// browser from the payload's `learning` (acol/learning.py computed every map, mask and word).
+// browser from the payload's `learning` (acol/viewer/learning.py computed every map, mask and word).
 // Moving the Epoch slider asks the server nothing: it only picks which epoch's pictures to show.
 // It opens at epoch 0 (before training), so the student sees the maps start from nothing; ▶ Play
 // steps through the epochs once.

@@ -1,10 +1,10 @@
-// The ACoL viewer's four panels, drawn in the browser from one payload (acol/payload.py).
+// The ACoL viewer's four panels, drawn in the browser from one payload (acol/viewer/payload.py).
 //
 // Runs as the body of gr.HTML's `js_on_load`: `element` is the component, `props.value` the
 // payload, `trigger(event, data)` sends an event to the server and `watch` calls back when the
 // server sends a new payload. Nothing here computes a map, a mask or a box: they all come
 // computed, for every step of both sliders. This file only resizes them (with the weights it is
-// sent), colours and blends them as acol/drawing.py does, finds the feature cell under the pointer
+// sent), colours and blends them as acol/viewer/drawing.py does, finds the feature cell under the pointer
 // and writes the words it was sent.
 // So moving δ or the box threshold, or hovering a cell, asks the server nothing; a click on the
 // erased panel does (branch B runs on the hand-made mask there).
@@ -29,7 +29,7 @@ function shown() {
   return {words, state: view.payload.states[words.state]};
 }
 
-// acol.drawing.upsampled: a per-cell map (0-255) resized to the picture with the bicubic weights
+// acol.viewer.drawing.upsampled: a per-cell map (0-255) resized to the picture with the bicubic weights
 // Python sent (each pixel's first cell and its weights, per side), then min-max normalized by the
 // range Python found, as colour indexes (0-255).
 function resized(cells, [low, high]) {
@@ -61,7 +61,7 @@ function resized(cells, [low, high]) {
   return indexes;
 }
 
-// acol.drawing.overlay_map: the map's colour (the colour map at its value) blended over the photo
+// acol.viewer.drawing.overlay_map: the map's colour (the colour map at its value) blended over the photo
 // (Math.floor: ImageData would round, numpy's astype(uint8) truncates).
 function overlayMap(cells, range) {
   const heat = resized(cells, range), photo = view.photo.data, colors = view.colors;
@@ -75,7 +75,7 @@ function overlayMap(cells, range) {
   return out;
 }
 
-// acol.drawing.overlay_mask: erased cells washed out as whole blocks, the feature grid half-way to grey.
+// acol.viewer.drawing.overlay_mask: erased cells washed out as whole blocks, the feature grid half-way to grey.
 function overlayMask(cells) {
   const {width, height, grid: [rows, cols], erased_color: color, erased_opacity: opacity} = view.payload;
   const photo = view.photo.data, out = new ImageData(width, height);
@@ -104,7 +104,7 @@ function picture(key, draw) {
   return view.drawn.get(key);
 }
 
-// acol.drawing.draw_boxes: the true boxes (green), then the predicted one (cyan), lines inside the box.
+// acol.viewer.drawing.draw_boxes: the true boxes (green), then the predicted one (cyan), lines inside the box.
 function drawBox(context, box, color) {
   const [x0, y0, x1, y1] = box, line = view.payload.box_line_width;
   if (!(x1 > x0 && y1 > y0)) return;
@@ -184,7 +184,7 @@ function statePictures(key, state) {
   };
 }
 
-// Whether ACoL's story holds on this picture (acol/story.py, at the model's own δ), in Python's
+// Whether ACoL's story holds on this picture (acol/evaluation/story.py, at the model's own δ), in Python's
 // words: shown where the picture's parts are known, so a bundled example where it fails says so.
 // (For any other picture the lesson says it.) Hidden while the lesson asks where B will look.
 function showStory(story) {
@@ -231,7 +231,7 @@ function cellWords([row, col], state) {
          ` · fused ${value(state.fused)}`;
 }
 
-// The feature cell under the pointer (acol.drawing.feature_cell), or null off the picture.
+// The feature cell under the pointer (acol.viewer.drawing.feature_cell), or null off the picture.
 function cellAt(event) {
   const {width, height, grid: [rows, cols]} = view.payload, bounds = event.target.getBoundingClientRect();
   const x = Math.floor((event.clientX - bounds.left) * width / bounds.width);

@@ -4,7 +4,7 @@
 // guessed where B will look, no view on the page shows B (its panels, the fused map, "How it
 // learned"'s B and CAM maps, B's verdict, the hover values, the story's words). Its words come
 // from that picture's payload: every number, and whether ACoL's story holds on it (`story`,
-// acol/story.py), computed in Python, so where the story fails the lesson says so. No request.
+// acol/evaluation/story.py), computed in Python, so where the story fails the lesson says so. No request.
 // Runs in viewer.js's scope (element, view, redraw, canvas, cellAt, nearest, bytes, storyInBold,
 // learnCanvas, drawEpoch, stopPlaying).
 

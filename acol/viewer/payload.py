@@ -1,6 +1,6 @@
 """What the viewer's page draws, computed once per explanation: one compact payload.
 
-The page draws its four panels in the browser (``acol/static/viewer.js``), so moving the δ or
+The page draws its four panels in the browser (``acol/viewer/static/viewer.js``), so moving the δ or
 box-threshold slider, or hovering a feature cell, asks the server nothing. For that the server
 sends, when an image is explained (or its class, model or hand-made mask changes), everything
 those sliders can show, computed here in Python, where every map, mask and box is computed:
@@ -10,8 +10,8 @@ those sliders can show, computed here in Python, where every map, mask and box i
   top-3 verdict on the features so erased, and the fused map, B run once for all steps
   (``ACoL.erased_class_maps``); steps that erase the same cells share one *state*;
 - for every state and every step of the box slider: the box cut from the fused map exactly as
-  ``acol.drawing`` cuts it, and its IoU with the true box;
-- how ``acol.drawing`` resizes a per-cell map to the picture (its bicubic weights, and each
+  ``acol.viewer.drawing`` cuts it, and its IoU with the true box;
+- how ``acol.viewer.drawing`` resizes a per-cell map to the picture (its bicubic weights, and each
   picture's range), the colour map and the colours, so the browser paints what it paints.
 
 Per-cell maps travel as base64 bytes (0-255 for 0-1). For a 20x20 map, with a 384-pixel picture,
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .evaluation.explain import Explanation, caption_head, erasing_phrase, verdict_line
-from .core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
-from .core.model import ACoL
-from .evaluation.story import story_of, story_payload
+from ..evaluation.explain import Explanation, caption_head, erasing_phrase, verdict_line
+from ..core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
+from ..core.model import ACoL
+from ..evaluation.story import story_of, story_payload
 from .style import (COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 
@@ -53,7 +53,7 @@ def snapped(value: float) -> float:
 
 
 def cell_bytes(values: torch.Tensor | np.ndarray) -> str:
-    """A [0, 1] array as base64 bytes, 0-255, rounded as ``acol.drawing`` indexes its colours."""
+    """A [0, 1] array as base64 bytes, 0-255, rounded as ``acol.viewer.drawing`` indexes its colours."""
     values = np.asarray(values.cpu() if torch.is_tensor(values) else values, dtype=np.float32)
     return base64.b64encode(np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()).decode()
 
@@ -69,12 +69,12 @@ def _floats(values: torch.Tensor | np.ndarray) -> str:
 
 
 def _ranges(resized: torch.Tensor) -> list[list[float]]:
-    """Each resized map's [min, max] (``[K, H, W]``): what ``acol.drawing.upsampled`` normalizes by."""
+    """Each resized map's [min, max] (``[K, H, W]``): what ``acol.viewer.drawing.upsampled`` normalizes by."""
     return torch.stack([resized.amin((-2, -1)), resized.amax((-2, -1))], -1).view(-1, 2).cpu().tolist()
 
 
 def resize_taps(cells: int, pixels: int) -> dict:
-    """How ``acol.drawing`` resizes a per-cell map to the picture along one side (bicubic,
+    """How ``acol.viewer.drawing`` resizes a per-cell map to the picture along one side (bicubic,
     ``maps.upsample_maps``), as each pixel's first cell (``first``) and its weights on that cell
     and the next ``taps - 1`` (``weights``, float32). The resize is linear, so resizing each
     cell's unit impulse gives its weight at every pixel: the browser applies PyTorch's own."""
@@ -128,7 +128,7 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
 def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) -> list[dict]:
     """Each erasing's state: its cells and B's map (None for a CAM model), the fused map (with
     the ranges of their pictures), and the box cut from the fused map at each box threshold, as
-    ``acol.drawing`` cuts it, with its IoU with the true box."""
+    ``acol.viewer.drawing`` cuts it, with its IoU with the true box."""
     size = explanation.display.shape[:2]
     fused_resized = upsample_maps(fused, size)  # all states at once: two matrix products
     low, high = fused_resized.amin((-2, -1), keepdim=True), fused_resized.amax((-2, -1), keepdim=True)
@@ -189,7 +189,7 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "swatches": {"erased": ERASED_SWATCH.tolist(), "kept": KEPT_SWATCH.tolist()},
             "predicted_box_color": list(PREDICTED_BOX_COLOR), "true_box_color": list(TRUE_BOX_COLOR),
             "box_line_width": box_line_width(explanation.display.shape),
-            # As Pillow draws them (acol.drawing.draw_boxes): at whole pixels, truncated.
+            # As Pillow draws them (acol.viewer.drawing.draw_boxes): at whole pixels, truncated.
             "true_boxes": np.floor(explanation.display_boxes()).astype(int).tolist(),
             "a": cell_bytes(map_a), "a_range": _ranges(upsample_maps(map_a[None], (height, width)))[0],
             "resize": {"rows": resize_taps(map_a.shape[0], height), "cols": resize_taps(map_a.shape[1], width)},

@@ -2,12 +2,12 @@
 
     app.py: layout, wiring ----> Page.open_upload / open_example / choose_model / choose_class /
             (a View becomes        toggle_cell / open_tab / export       -> View: what changes
-             Gradio updates)     (acol.scripts: the endpoints scripts call, pictures each)
+             Gradio updates)     (acol.viewer.scripts: the endpoints scripts call, pictures each)
                                    |
                                    +-- route: an upload goes to the everyday model unless the user
                                    |   picked a model; a model shown a picture it was not made for
                                    |   says so (Explainer.note)   
-                                   +-- answers (acol.answers): one explanation and payload per
+                                   +-- answers (acol.viewer.answers): one explanation and payload per
                                        request, computed once on the model's device and shared
 
 A ``Session`` is one browser tab's memory (Gradio keeps it in a ``gr.State``): the explanation
@@ -15,7 +15,7 @@ shown, with the features a class change or a hand-made mask reuses, and the CAM 
 Every page event returns a ``View``: only the fields it sets change on the page (``KEEP``
 elsewhere). The page precomputes, on the CPU at start-up, the first view and every bundled
 example; an answer's payload holds every δ and box threshold and each event sends it opening at
-the page's sliders (``acol.payload.with_view``), so clicking an example at any slider position
+the page's sliders (``acol.viewer.payload.with_view``), so clicking an example at any slider position
 costs the server a cache lookup. Then the models move to their device.
 """
 
@@ -27,11 +27,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .answers import Answer, AnswerCache, ModelRunner, request_key
-from .core.checkpoint import CheckpointError
-from .data.readers import ImageLoadError, load_rgb_image
+from ..core.checkpoint import CheckpointError
+from ..data.readers import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
-from .evaluation.explain import Explanation, check_cell, top_classes
-from .core.device import resolve_device
+from ..evaluation.explain import Explanation, check_cell, top_classes
+from ..core.device import resolve_device
 from .payload import snapped, with_view
 from .serving import RequestTimeout, call_with_timeout
 from .shelf import CheckpointShelf, ExampleImages, content_digest, page_models, route_picture
@@ -42,7 +42,7 @@ REQUEST_TIMEOUT_S = 20.0      # decoding and explaining one upload (ACOL_REQUEST
 
 
 def page_text(name: str) -> str:
-    """One of the page's texts, CSS or templates, kept beside viewer.js in ``acol/static``."""
+    """One of the page's texts, CSS or templates, kept beside viewer.js in ``acol/viewer/static``."""
     return (STATIC / name).read_text()
 
 
@@ -99,7 +99,7 @@ class View:
     no_examples: object = KEEP   # Update of the note shown instead of examples
     box: object = KEEP           # the box threshold slider
     delta: object = KEEP         # Update of the δ slider
-    payload: object = KEEP       # what the viewer draws (acol.payload), or {"message": ...}
+    payload: object = KEEP       # what the viewer draws (acol.viewer.payload), or {"message": ...}
     classes: object = KEEP       # Update of the class dropdown
     baselines: object = KEEP     # Update of the CAM baseline dropdown
     sweep: object = KEEP         # the "Delta sweep" tab's picture
@@ -128,7 +128,7 @@ class Page:
                  warn=lambda message: None, request_timeout_s: float = REQUEST_TIMEOUT_S, keep_cpu_models=False):
         """The page over ``shelf``'s models, moved to ``device`` once its examples are computed on
         the CPU; ``keep_cpu_models``: copies of them stay on the CPU (``cpu_runner``), to answer
-        when the device is refused (a ZeroGPU Space that lends no GPU: acol.zerogpu)."""
+        when the device is refused (a ZeroGPU Space that lends no GPU: acol.viewer.zerogpu)."""
         self.shelf, self.examples, self.warn = shelf, examples, warn
         self.request_timeout_s = request_timeout_s
         self.runner = ModelRunner(shelf.to("cpu").load_all())
@@ -147,7 +147,7 @@ class Page:
     # What the page offers
 
     def models(self) -> list[str]:
-        """The Model dropdown's choices (``acol.shelf.page_models``)."""
+        """The Model dropdown's choices (``acol.viewer.shelf.page_models``)."""
         return page_models(self.shelf, self.examples)
 
     def examples_for(self, model_name) -> list[int]:
@@ -185,7 +185,7 @@ class Page:
         return explainer.model.erase_threshold, explainer.default_box_threshold
 
     def route(self, digest: str | None, model_name: str, model_picked: bool) -> str:
-        """The model that explains a new picture (``acol.shelf.route_picture``)."""
+        """The model that explains a new picture (``acol.viewer.shelf.route_picture``)."""
         return route_picture(self.shelf, self.examples, digest, model_name, model_picked)
 
     def with_model(self, view: View, model_name: str) -> View:

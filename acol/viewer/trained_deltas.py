@@ -8,7 +8,7 @@ folder ``X.deltas/`` holds the same recipe trained at other δ (final weights on
     X.safetensors        (δ = 0.4, the page's model)     each explains the picture at its own δ:
     X.deltas/*.safetensors (δ = 0.2, 0.6, 0.8, ...)  ->  A's map, the erased cells, B's map, the
                                                          fused map and its box, B's verdict, the story
-    -> payload["trained_deltas"], drawn in the browser (acol/static/deltas.js): choosing one asks
+    -> payload["trained_deltas"], drawn in the browser (acol/viewer/static/deltas.js): choosing one asks
        the server nothing.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .core.checkpoint import CheckpointError
-from .evaluation.explain import Explainer, Explanation, branch_b_verdict
+from ..core.checkpoint import CheckpointError
+from ..evaluation.explain import Explainer, Explanation, branch_b_verdict
 from .payload import cell_bytes, one_state, told_story
 
 SUFFIX = ".deltas"  # X.deltas/ beside X.safetensors

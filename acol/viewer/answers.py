@@ -7,11 +7,11 @@
         |
         +-- ModelRunner.run(task, model, ...): the one function that runs a model for a request,
               on the model's device (the GPU a ZeroGPU Space lends each call, when app.py
-              decorates it; acol.zerogpu), returning CPU data only
+              decorates it; acol.viewer.zerogpu), returning CPU data only
               -> Answer(explanation on the CPU, the page's payload when asked for)
 
 The page's answer to a picture is its payload, which holds every δ step and every box threshold:
-the sliders only choose the view the browser opens on (``acol.payload.with_view``), so it is
+the sliders only choose the view the browser opens on (``acol.viewer.payload.with_view``), so it is
 keyed without them, and its explanation is erased at the model's own δ. A click on an example at
 any slider position is answered from the answers made at start-up. An explanation erased at
 another δ (what a script draws, or what a session exports and compares at the δ its page shows)
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core.checkpoint import CheckpointError
+from ..core.checkpoint import CheckpointError
 from .drawing import page_pictures, render_panels
-from .evaluation.explain import Explainer, Explanation, branch_b_verdict
+from ..evaluation.explain import Explainer, Explanation, branch_b_verdict
 from .learning import Histories, learning_payload
 from .payload import page_payload
 from .shelf import CheckpointShelf
@@ -143,7 +143,7 @@ class AnswerCache:
 class ModelRunner:
     """Runs the shelf's models for the page's requests: ``run(task, model_name, ...)`` with task
     one of explain, reexplain, toggle_cell, sweep. Everything a model computes for a request goes
-    through ``run``, so on a ZeroGPU Space app.py decorates just this one function (acol.zerogpu);
+    through ``run``, so on a ZeroGPU Space app.py decorates just this one function (acol.viewer.zerogpu);
     it takes and returns CPU data only, as ZeroGPU's worker process pickles both ways."""
 
     TASKS = ("explain", "reexplain", "toggle_cell", "sweep")

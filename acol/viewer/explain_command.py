@@ -4,10 +4,10 @@
     python -m acol explain bird.jpg -o bird_acol.png --checkpoint checkpoints/cub50_acol_efficientnet_lite0.safetensors
 
 As honest as the page: without ``--checkpoint`` the picture goes to the model the viewer would
-send it to (``acol.shelf.route_picture``: the teaching model for its bundled examples, the
+send it to (``acol.viewer.shelf.route_picture``: the teaching model for its bundled examples, the
 everyday model for any other picture), and whatever the model, the viewer's note on a picture it
 was not made for (``Explainer.note``) is printed and written on the figure. Explaining is
-``acol.evaluation.explain``, the figure ``acol.drawing``; this is only the command line.
+``acol.evaluation.explain``, the figure ``acol.viewer.drawing``; this is only the command line.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .data.readers import ImageLoadError, load_rgb_image
-from .core.device import add_device_flag
+from ..data.readers import ImageLoadError, load_rgb_image
+from ..core.device import add_device_flag
 from .drawing import render_panels, write_figure_png
-from .evaluation.explain import Explainer, resolve_class, top_classes
+from ..evaluation.explain import Explainer, resolve_class, top_classes
 from .shelf import (BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, Example, ExampleImages, content_digest,
                     page_models, route_picture)
 

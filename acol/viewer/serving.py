@@ -9,8 +9,8 @@ CPU host, from requests it cannot trust. Read top to bottom:
   ``keep_trimming_freed_memory``): large blocks are returned when freed and the rest trimmed
   every few seconds, so memory stays flat under load instead of growing with every request.
 
-What the page offers is ``acol.shelf``, what it computes and shares ``acol.answers``, its events
-``acol.page``; nothing here imports Gradio.
+What the page offers is ``acol.viewer.shelf``, what it computes and shares ``acol.viewer.answers``, its events
+``acol.viewer.page``; nothing here imports Gradio.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@
             -> every epoch's A map, erased cells, B map, and what each branch said
         the CAM baseline's history, when it has one -> every epoch's CAM map, same class
         both histories' figures -> each branch's training loss and accuracy per epoch
-    -> learning_payload: cells as bytes (0-255, as ``acol.payload`` sends them), each map's
+    -> learning_payload: cells as bytes (0-255, as ``acol.viewer.payload`` sends them), each map's
        range once resized to the picture, one line of words per epoch, the figures
 
-The page draws it in the browser (``acol/static/learning.js``): moving the Epoch slider asks the
+The page draws it in the browser (``acol/viewer/static/learning.js``): moving the Epoch slider asks the
 server nothing. The erasing shown is at the δ the model trained with, what B saw while learning.
 """
 
@@ -18,9 +18,9 @@ import logging
 
 import torch
 
-from .evaluation.explain import Explainer, Explanation
-from .core.history import HistoryError, TrainingHistory, history_path, load_history, replay
-from .core.maps import upsample_maps
+from ..evaluation.explain import Explainer, Explanation
+from ..core.history import HistoryError, TrainingHistory, history_path, load_history, replay
+from ..core.maps import upsample_maps
 from .payload import cell_bytes, peak_cell
 
 FIGURES = {"loss_A": "train_loss_A", "loss_B": "train_loss_B", "top1_A": "train_top1_A", "top1_B": "train_top1_B"}

@@ -14,7 +14,7 @@ A map is shown as evaluation cuts it: resized to the picture's pixels, then min-
 feature cells with the grid drawn, because ACoL erases features, not pixels. Everything is a
 numpy uint8 ``[H, W, 3]`` array drawn with numpy and Pillow, fast enough to redraw on every
 slider move; only the exported figure uses matplotlib (an Agg canvas, no display), arranging
-the same arrays. The colours are ``acol.style``'s, which the browser's drawing sends too, so the
+the same arrays. The colours are ``acol.viewer.style``'s, which the browser's drawing sends too, so the
 page, the scripts' pictures and the figure agree.
 """
 
@@ -34,8 +34,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
-from .evaluation.explain import DISPLAY_SIDE, Explanation, caption_head, erasing_phrase, scaled_size
-from .core.maps import box_from_map, box_iou, score_map
+from ..evaluation.explain import DISPLAY_SIDE, Explanation, caption_head, erasing_phrase, scaled_size
+from ..core.maps import box_from_map, box_iou, score_map
 from .style import (COLOR_LUT, COLORMAP, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 

@@ -1,5 +1,5 @@
-"""How the views look: one drawing style for the pictures Python draws (``acol.drawing``) and the
-ones the browser draws from a payload (``acol.payload`` sends these values to viewer.js).
+"""How the views look: one drawing style for the pictures Python draws (``acol.viewer.drawing``) and the
+ones the browser draws from a payload (``acol.viewer.payload`` sends these values to viewer.js).
 
 - A map is coloured with COLORMAP (``COLOR_LUT``: its 256 colours, 0-255 floats) and blended over
   the photo at MAP_OPACITY.

@@ -1,12 +1,12 @@
 """The endpoints scripts call (``gradio_client``): /explain and friends, four pictures each.
 
 Before the page drew its own views in the browser, every event returned four pictures; scripts
-still get them, through the page's own logic (``acol.page``) and its shared answers, so a script
+still get them, through the page's own logic (``acol.viewer.page``) and its shared answers, so a script
 uploading a bundled example is answered from the cache. A script's session is its one truth: a δ
 is a request (an explanation erased at that δ, ``Page.erased_at``: no payload, no "How it
 learned", which scripts never read), and the comparison follows its requests only once it asked
 for it (/compare). The pictures of a cached answer are cached beside it, within the answers'
-memory bound (``acol.answers.ScriptPictures``).
+memory bound (``acol.viewer.answers.ScriptPictures``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .answers import Answer, ScriptPictures, pictures_key
-from .evaluation.explain import Explanation, check_cell
+from ..evaluation.explain import Explanation, check_cell
 from .page import KEEP, Page, Session, Update, View, own_or
 from .shelf import content_digest
 
