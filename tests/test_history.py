@@ -7,8 +7,8 @@ import torch
 
 from acol.core.checkpoint import load_checkpoint, save_checkpoint
 from acol.evaluation.evaluate import main as evaluate_main
-from acol.core.history import (HistoryError, TrainingHistory, history_path, load_history, replay, save_history,
-                          trained_stage_count)
+from acol.core.history import HistoryError, TrainingHistory, history_path, load_history, save_history
+from acol.core.replay import replay, trained_stage_count
 from acol.data.synthetic import write_examples
 from acol.training.train import main as train_main
 

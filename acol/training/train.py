@@ -48,9 +48,10 @@ from ..data.datasets import SYNTHETIC_SPLITS, build_dataset
 from ..core.device import resolve_device
 from ..evaluation.evaluate import compute_metrics, map_names, run_inference
 from ..data.feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
-from ..core.history import RUN_FILE as HISTORY_FILE, HistoryError, begin_or_continue, save_history, snapshot
+from ..core.history import RUN_FILE as HISTORY_FILE, HistoryError, save_history
 from ..evaluation.metrics import CAM_THRESHOLDS
 from ..core.model import ACoL
+from .recording import begin_or_continue, snapshot
 
 
 @dataclass

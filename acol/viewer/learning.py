@@ -19,7 +19,8 @@ import logging
 import torch
 
 from ..evaluation.explain import Explainer, Explanation
-from ..core.history import HistoryError, TrainingHistory, history_path, load_history, replay
+from ..core.history import HistoryError, TrainingHistory, history_path, load_history
+from ..core.replay import replay
 from ..core.maps import upsample_maps
 from .payload import cell_bytes, peak_cell
 
