@@ -32,7 +32,7 @@ def pretrained_network():
     """timm's EfficientNet-Lite0 with its classifier, as the ImageNet weights make it (stride 16)."""
     import timm
 
-    from acol.core.backbones import efficientnet_lite0_imagenet_state_dict
+    from acol.core.efficientnet import efficientnet_lite0_imagenet_state_dict
     network = timm.create_model("tf_efficientnet_lite0", pretrained=False, output_stride=16)
     network.load_state_dict(efficientnet_lite0_imagenet_state_dict())
     return network.eval()

@@ -176,7 +176,7 @@ def test_unknown_backbone_names_the_choices():
 
 def test_efficientnet_lite0_imagenet_weights_load_offline_and_recognise_the_classifier_keys():
     import timm
-    from acol.core.backbones import efficientnet_lite0_imagenet_state_dict
+    from acol.core.efficientnet import efficientnet_lite0_imagenet_state_dict
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     full.load_state_dict(efficientnet_lite0_imagenet_state_dict(), strict=True)
     backbone = create_backbone("efficientnet_lite0", weights="imagenet")
@@ -195,7 +195,7 @@ def test_the_stacked_backbone_is_the_cut_and_the_full_features_side_by_side():
 
 def test_the_stride_8_cut_keeps_only_the_stages_it_returns_and_matches_the_full_extractor():
     import timm
-    from acol.core.backbones import efficientnet_lite0_imagenet_state_dict
+    from acol.core.efficientnet import efficientnet_lite0_imagenet_state_dict
     cut = create_backbone("efficientnet_lite0_s8", weights="imagenet").eval()
     assert len(cut.body.net.blocks) == 3  # nothing past the stride-8 stage is kept or run
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(2,))

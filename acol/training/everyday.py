@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..core.backbones import create_backbone, efficientnet_lite0_imagenet_state_dict
+from ..core.backbones import create_backbone
+from ..core.efficientnet import efficientnet_lite0_imagenet_state_dict
 from ..core.checkpoint import save_checkpoint, write_safetensors
 from ..data.readers import BoxDataset, ImageRecord, make_loader, train_transform
 from ..data.feature_cache import FixedViews
