@@ -144,6 +144,20 @@ def largest_region_boxes(quantized: np.ndarray, levels) -> np.ndarray:
     """
     unique_levels, level_of = np.unique(np.asarray(levels, dtype=np.int64), return_inverse=True)
     maps, height, width = quantized.shape
+    boxes = np.zeros((maps * len(unique_levels), 4), np.float32)
+    starts, ends = _runs(quantized, unique_levels)
+    if len(starts):  # something lies above some level
+        span = width + 1
+        row, x0, x1 = starts // span, starts % span, ends % span  # row = (map * levels + level) * H + y
+        regions, region_of = _regions(starts, row, x0, x1, span, height)
+        _largest_per_cut(boxes, regions, region_of, row, x0, x1, span, (height, width))
+    return boxes.reshape(maps, len(unique_levels), 4)[:, level_of]
+
+
+def _runs(quantized: np.ndarray, unique_levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 of ``largest_region_boxes``: every run of every map above every level, as its start
+    and its end, each a sort key (map, level, row, x) packed in one integer (x in 0..width)."""
+    maps, height, width = quantized.shape
     count, span = len(unique_levels), width + 1  # a run end x lies in 0..width
     below = np.searchsorted(unique_levels, np.arange(256)).astype(np.int8)  # how many levels lie below v
     crossed = np.zeros((maps, height, width + 2), np.int8)  # per pixel, the row padded with 0 (-1 is below all)
@@ -163,21 +177,29 @@ def largest_region_boxes(quantized: np.ndarray, levels) -> np.ndarray:
     # pair p lies between pixels p + p // span - 1 and p + p // span of the padded rows
     starts = run_ends(up, flat[up + up // span], levels_crossed[levels_crossed > 0])
     ends = run_ends(down, flat[down + down // span + 1], -levels_crossed[levels_crossed < 0])
-    boxes = np.zeros((maps * count, 4), np.float32)
-    if not len(starts):  # nothing above any level
-        return boxes.reshape(maps, count, 4)[:, level_of]
-    row, x0, x1 = starts // span, starts % span, ends % span  # row = (map * levels + level) * H + y
-    y = row % height
+    return starts, ends
 
-    # Link each run to the runs of the next row (same map and level) that touch it.
+
+def _regions(starts, row, x0, x1, span: int, height: int) -> tuple[int, np.ndarray]:
+    """Step 2: how many regions, and the region of each run. Each run is linked to the runs of
+    the next row (same map and level) that touch it; the connected components of that graph are
+    the regions."""
+    y = row % height
     below_row = (row + 1) * span
     first = np.searchsorted(row * span + x1, below_row + x0)               # ends at or after x0
     last = np.searchsorted(starts, below_row + x1, side="right")           # starts at or before x1
     touching = np.where(y + 1 < height, np.maximum(last - first, 0), 0)
     linked = (np.repeat(np.arange(len(starts)), touching), np.repeat(first, touching) + _ramps(touching))
     graph = coo_matrix((np.ones(len(linked[0]), np.int8), linked), shape=(len(starts),) * 2)
-    regions, region_of = connected_components(graph, directed=False)
+    return connected_components(graph, directed=False)
 
+
+def _largest_per_cut(boxes: np.ndarray, regions: int, region_of, row, x0, x1, span: int,
+                     shape: tuple[int, int]) -> None:
+    """Step 3: each region's size (the sum of its runs' lengths) and box (their extent); into
+    ``boxes [cuts, 4]``, each cut's largest region's box (of equal ones, the first found)."""
+    height, width = shape
+    y = row % height
     size = np.bincount(region_of, weights=x1 - x0, minlength=regions)
     box = np.stack([np.full(regions, width), np.full(regions, height), np.zeros(regions, int), np.zeros(regions, int)])
     np.minimum.at(box[0], region_of, x0)
@@ -191,7 +213,6 @@ def largest_region_boxes(quantized: np.ndarray, levels) -> np.ndarray:
     order = np.lexsort((first_pixel, -size, cut))  # per cut: the largest first, then the first found
     winners = order[np.r_[True, cut[order][1:] != cut[order][:-1]]]
     boxes[cut[winners]] = box[:, winners].T
-    return boxes.reshape(maps, count, 4)[:, level_of]
 
 
 def _ramps(lengths: np.ndarray) -> np.ndarray:
