@@ -44,7 +44,7 @@ from acol.viewer.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E40
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
 # Resource bounds (README, "Limits"). Uploads above 25 megapixels are refused or, for JPEGs,
-# decoded at a reduced scale (acol.data.readers.MAX_IMAGE_PIXELS).
+# decoded at a reduced scale (acol.data.images.MAX_IMAGE_PIXELS).
 MAX_UPLOAD = os.environ.get("ACOL_MAX_UPLOAD", "20mb")
 REQUEST_TIMEOUT_S = float(os.environ.get("ACOL_REQUEST_TIMEOUT", "20"))  # decoding + explaining one upload
 QUEUE_LIMIT = int(os.environ.get("ACOL_QUEUE_LIMIT", "64"))  # waiting events; more are turned away

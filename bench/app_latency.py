@@ -43,7 +43,7 @@ from acol.core.checkpoint import save_checkpoint  # noqa: E402
 from acol.viewer.drawing import page_pictures, render_panels  # noqa: E402
 from acol.evaluation.explain import DEFAULT_CHECKPOINT, Explainer  # noqa: E402
 from acol.viewer.answers import AnswerCache, ModelRunner, request_key  # noqa: E402
-from acol.data.readers import load_rgb_image  # noqa: E402
+from acol.data.images import load_rgb_image  # noqa: E402
 from acol.core.device import add_device_flag  # noqa: E402
 from acol.core.history import history_path, load_history  # noqa: E402
 from acol.viewer.learning import learning_payload  # noqa: E402

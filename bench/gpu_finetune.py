@@ -139,7 +139,7 @@ def check_data(data: Path) -> dict:
     """The packed folder is there, whole, and acol's CUB reader reads it."""
     if not (data / "images.txt").is_file():
         raise Abort(f"{data} is missing: run `python bench/pack_cub50.py` and carry gpu_data/cub50")
-    from acol.data.readers import load_rgb_image
+    from acol.data.images import load_rgb_image
     from acol.data.datasets import build_dataset
     train, val = build_dataset(data, "train"), build_dataset(data, "test")
     missing = [str(r.path) for r in train.records + val.records if not r.path.is_file()]
@@ -199,7 +199,7 @@ def probe(args) -> int:
     and one core's cost of the training transform per image; one JSON line."""
     import torch
     from acol import create_backbone
-    from acol.data.readers import train_transform
+    from acol.data.transforms import train_transform
     from acol.data.datasets import build_dataset
     from acol.core.device import resolve_device
     from acol.core.model import ACoL

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from acol.core.checkpoint import load_checkpoint  # noqa: E402
-from acol.data.readers import eval_transform  # noqa: E402
+from acol.data.transforms import eval_transform  # noqa: E402
 from acol.core.history import history_path, load_history  # noqa: E402
 from acol.core.replay import replay, trained_stage_count  # noqa: E402
 

@@ -105,7 +105,7 @@ def write(src: Path, dst: Path, rows, fmt: str, quality: int) -> None:
 
 def check(src: Path, dst: Path) -> None:
     """The packed folder reads as the original does: same ids, labels, boxes, sizes."""
-    from acol.data.readers import load_rgb_image
+    from acol.data.images import load_rgb_image
     from acol.data.datasets import build_dataset
     for split in ("train", "test"):
         original, packed = build_dataset(src, split), build_dataset(dst, split)

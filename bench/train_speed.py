@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from acol import create_backbone  # noqa: E402
-from acol.data.readers import make_loader  # noqa: E402
+from acol.data.transforms import make_loader  # noqa: E402
 from acol.data.feature_cache import compute_feature_cache  # noqa: E402
 from acol.training.train import (build_datasets, build_model, make_optimizer, parse_config, set_training_mode,  # noqa: E402
                         trainable_stages)

@@ -9,18 +9,9 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from acol.data.readers import (
-    CSVBoxDataset,
-    CUBDataset,
-    ImageLoadError,
-    WSOLEvalDataset,
-    denormalize,
-    eval_transform,
-    load_rgb_image,
-    make_loader,
-    split_train_val,
-    train_transform,
-)
+from acol.data.images import ImageLoadError, load_rgb_image
+from acol.data.readers import CSVBoxDataset, CUBDataset, WSOLEvalDataset
+from acol.data.transforms import denormalize, eval_transform, make_loader, split_train_val, train_transform
 from acol.data.datasets import build_dataset
 
 REAL_CUB50 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cub50"

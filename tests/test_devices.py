@@ -78,7 +78,7 @@ def test_the_pages_payload_is_made_on_the_device_and_agrees_with_the_cpus(device
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_evaluation_on_the_device_agrees_with_the_cpu(device):
-    from acol.data.readers import eval_transform, make_loader
+    from acol.data.transforms import eval_transform, make_loader
     from acol.data.synthetic import SyntheticParts
     dataset = SyntheticParts(12, 4, 73, seed=5, transform=eval_transform(64, [0.5] * 3, [0.25] * 3))
     model = tiny_explainer("cpu").model

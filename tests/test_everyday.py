@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from acol.core.checkpoint import load_checkpoint, save_checkpoint
-from acol.data.readers import WSOLEvalDataset, eval_transform, load_rgb_image
+from acol.data.images import load_rgb_image
+from acol.data.readers import WSOLEvalDataset
+from acol.data.transforms import eval_transform
 from acol.training.everyday import (BACKBONE, UNLABELLED, EverydayConfig, EverydayPool, PooledViews, everyday_model,
                            pool_views, train_branch_b)
 from acol.core.maps import normalize_maps

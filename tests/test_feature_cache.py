@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from acol.core.backbones import BACKBONES, create_backbone
-from acol.data.readers import train_transform
+from acol.data.transforms import train_transform
 from acol.data.feature_cache import (FixedViews, compute_feature_cache, load_feature_cache,
                                 save_feature_cache)
 from acol.core.model import ACoL

@@ -21,7 +21,7 @@ from PIL import Image
 
 from conftest import png_header_only
 
-from acol.data.readers import ImageLoadError, load_rgb_image
+from acol.data.images import ImageLoadError, load_rgb_image
 from acol.evaluation.explain import Explainer
 from acol.viewer.explain_command import main as explain_cli
 

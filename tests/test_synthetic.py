@@ -10,7 +10,8 @@ from PIL import Image
 from scipy import ndimage
 from torchvision import tv_tensors
 
-from acol.data.readers import CSVBoxDataset, train_transform
+from acol.data.readers import CSVBoxDataset
+from acol.data.transforms import train_transform
 from acol.data.synthetic import HEAD_COLORS, MAX_CLASSES, Parts, SyntheticParts, mask_box, write_examples
 
 

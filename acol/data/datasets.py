@@ -1,10 +1,10 @@
 """Open a dataset by looking at what it is: "synthetic", a CSV, a CUB folder or wsolevaluation metadata.
 
-The one place that knows every reader: ``acol.data.readers``'s (CUB, wsolevaluation, CSV) and the
-synthetic teaching set's (``acol.data.synthetic``, which is built on ``acol.data.readers``). It lives apart
-from both so that ``acol.data.readers`` need not know the synthetic set exists, and no import goes both
-ways. ``python -m acol evaluate CHECKPOINT DATA`` and ``python -m acol train --data`` open their
-data here (train builds its synthetic set itself, sized by its config).
+The one place that knows every reader: ``acol.data.readers``'s (CUB, wsolevaluation, CSV) and
+the synthetic teaching set's (``acol.data.synthetic``, which is built on ``acol.data.records``).
+It lives apart from both so that the readers need not know the synthetic set exists, and no
+import goes both ways. ``python -m acol evaluate CHECKPOINT DATA`` and ``python -m acol train
+--data`` open their data here (train builds its synthetic set itself, sized by its config).
 """
 
 from __future__ import annotations

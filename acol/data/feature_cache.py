@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..core.checkpoint import write_safetensors
-from .readers import make_loader
+from .transforms import make_loader
 
 FORMAT = "acol-feature-cache/1"
 

@@ -39,7 +39,7 @@ from PIL.PngImagePlugin import PngInfo
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from acol.data.readers import make_boxes, transform_sample
+from acol.data.records import make_boxes, transform_sample
 
 # Saturated head colours; each class also gets its own head shape (same index).
 HEAD_COLORS = {

@@ -346,7 +346,7 @@ def ship_history(history: Path | None, shipped: str | Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     from ..core.checkpoint import load_checkpoint
-    from ..data.readers import eval_transform, make_loader
+    from ..data.transforms import eval_transform, make_loader
     from ..data.datasets import build_dataset
     from ..core.device import add_device_flag, resolve_device
     parser = argparse.ArgumentParser(prog="python -m acol evaluate", description=__doc__,

@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..core.checkpoint import load_checkpoint
-from ..data.readers import eval_transform
+from ..data.transforms import eval_transform
 from ..core.device import resolve_device
 from ..core.model import ACoL, ACoLOutput
 from ..data.synthetic import Parts

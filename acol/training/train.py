@@ -43,7 +43,8 @@ from tqdm import tqdm
 
 from ..core.backbones import create_backbone
 from ..core.checkpoint import atomic_path, model_config, save_checkpoint, write_safetensors
-from ..data.readers import ImageLoadError, eval_transform, make_loader, train_transform
+from ..data.images import ImageLoadError
+from ..data.transforms import eval_transform, make_loader, train_transform
 from ..data.datasets import SYNTHETIC_SPLITS, build_dataset
 from ..core.device import resolve_device
 from ..evaluation.evaluate import compute_metrics, map_names, run_inference

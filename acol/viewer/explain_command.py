@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.readers import ImageLoadError, load_rgb_image
+from ..data.images import ImageLoadError, load_rgb_image
 from ..core.device import add_device_flag
 from .drawing import render_panels, write_figure_png
 from ..evaluation.explain import Explainer, resolve_class, top_classes

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .answers import Answer, AnswerCache, ModelRunner, request_key
 from ..core.checkpoint import CheckpointError
-from ..data.readers import ImageLoadError, load_rgb_image
+from ..data.images import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
 from ..evaluation.explain import Explanation, check_cell, top_classes
 from ..core.device import resolve_device
