@@ -20,7 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from acol.evaluation.evaluate import best_iou_file  # noqa: E402
+from acol.evaluation.report import best_iou_file  # noqa: E402
 from acol.evaluation.metrics import seeded_paired_bootstrap  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import torch
 
 from acol import ACoL, create_backbone
 from acol.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from acol.evaluation.evaluate import map_names
+from acol.evaluation.scoring import map_names
 
 from conftest import REPO
 

@@ -12,7 +12,7 @@ from PIL import Image
 from acol import ACoL, create_backbone
 from acol.viewer.answers import ModelRunner
 from acol.core.device import available_devices, resolve_device
-from acol.evaluation.evaluate import compute_metrics, run_inference
+from acol.evaluation.scoring import compute_metrics, run_inference
 from acol.evaluation.explain import Explainer
 from acol.viewer.payload import page_payload
 from acol.training.train import main as train_main

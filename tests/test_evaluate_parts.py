@@ -62,7 +62,7 @@ def test_the_heldout_synthetic_split_is_a_seed_training_never_draws():
 def test_scoring_in_processes_gives_the_same_curves_in_the_same_order():
     import numpy as np
     import torch
-    from acol.evaluation.evaluate import score_maps
+    from acol.evaluation.scoring import score_maps
     generator = torch.Generator().manual_seed(0)
     maps = torch.rand(7, 3, 6, 6, generator=generator)
     maps[2, 1] = 0.5  # a constant map marks nothing at any threshold

@@ -157,7 +157,7 @@ def test_wsolevaluation_metadata_with_several_boxes_per_photo(tmp_path):
 
 def test_evaluate_says_how_often_b_still_names_as_class():
     from acol import ACoL, create_backbone
-    from acol.evaluation.evaluate import compute_metrics, run_inference
+    from acol.evaluation.scoring import compute_metrics, run_inference
     model = ACoL(create_backbone("tiny"), 3, erase_threshold=1.01, num_branches=2, head="linear").eval()
     model.heads[1].load_state_dict(model.heads[0].state_dict())  # B = A, and nothing reaches δ: B sees what A saw
     images = torch.rand(4, 3, 32, 32)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from acol.evaluation.evaluate import compute_metrics, results_table
+from acol.evaluation.report import results_table
+from acol.evaluation.scoring import compute_metrics
 from acol.evaluation.metrics import (CAM_THRESHOLDS, LocalizationAccumulator, box_coverage, box_precision, iou_per_threshold,
                           max_box_acc_v2, paired_bootstrap, region_overlap, resampled_max_box_acc_v2,
                           seeded_paired_bootstrap)

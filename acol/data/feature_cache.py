@@ -71,7 +71,7 @@ class FeatureCache:
 
     def batches(self, batch_size: int):
         """``(features, labels, targets)`` of view 0 of every image in order: what
-        ``acol.evaluation.evaluate.run_inference`` takes in place of a loader."""
+        ``acol.evaluation.scoring.run_inference`` takes in place of a loader."""
         for start in range(0, len(self.labels), batch_size):
             end = start + batch_size
             yield self.views[start:end, 0].float(), self.labels[start:end], self.targets[start:end]

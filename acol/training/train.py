@@ -47,7 +47,7 @@ from ..data.images import ImageLoadError
 from ..data.transforms import eval_transform, make_loader, train_transform
 from ..data.datasets import SYNTHETIC_SPLITS, build_dataset
 from ..core.device import resolve_device
-from ..evaluation.evaluate import compute_metrics, map_names, run_inference
+from ..evaluation.scoring import compute_metrics, map_names, run_inference
 from ..data.feature_cache import FeatureCache, compute_feature_cache, load_feature_cache, save_feature_cache
 from ..core.history import RUN_FILE as HISTORY_FILE, HistoryError, save_history
 from ..evaluation.metrics import CAM_THRESHOLDS
