@@ -9,7 +9,8 @@ from PIL import Image
 
 from acol.viewer.drawing import (DISPLAY_SIDE, compare_picture, feature_cell, four_panel_figure,
                           overlay_mask, page_pictures, render_panels, sweep_strip)
-from acol.evaluation.explain import MAX_IMAGE_SIDE, Explainer, branch_b_verdict, resolve_class, top_classes
+from acol.evaluation.explain import MAX_IMAGE_SIDE, Explainer
+from acol.evaluation.words import branch_b_verdict, resolve_class, top_classes
 from acol.viewer.explain_command import main
 from acol.viewer.shelf import ExampleImages, content_digest
 from acol.viewer.style import ERASED_COLOR, ERASED_OPACITY

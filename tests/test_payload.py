@@ -10,7 +10,8 @@ from PIL import Image
 
 from acol import ACoL, box_from_map, box_iou, create_backbone
 from acol.viewer.drawing import upsampled
-from acol.evaluation.explain import Explainer, branch_b_verdict
+from acol.evaluation.explain import Explainer
+from acol.evaluation.words import branch_b_verdict
 from acol.viewer.payload import SLIDER_STEPS, page_payload
 from conftest import REPO
 

@@ -18,7 +18,8 @@ import sys
 from ..data.images import ImageLoadError, load_rgb_image
 from ..core.device import add_device_flag
 from .drawing import render_panels, write_figure_png
-from ..evaluation.explain import Explainer, resolve_class, top_classes
+from ..evaluation.explain import Explainer
+from ..evaluation.words import resolve_class, top_classes
 from .shelf import (BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, Example, ExampleImages, content_digest,
                     page_models, route_picture)
 

@@ -30,7 +30,8 @@ from .answers import Answer, AnswerCache, ModelRunner, request_key
 from ..core.checkpoint import CheckpointError
 from ..data.images import ImageLoadError, load_rgb_image
 from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
-from ..evaluation.explain import Explanation, check_cell, top_classes
+from ..evaluation.explain import Explanation, check_cell
+from ..evaluation.words import top_classes
 from ..core.device import resolve_device
 from .payload import snapped, with_view
 from .serving import RequestTimeout, call_with_timeout
