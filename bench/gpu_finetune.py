@@ -203,7 +203,8 @@ def probe(args) -> int:
     from acol.data.datasets import build_dataset
     from acol.core.device import resolve_device
     from acol.core.model import ACoL
-    from acol.training.train import build_model, make_optimizer, parse_config, set_training_mode
+    from acol.training.recipe import build_model, make_optimizer, set_training_mode
+    from acol.training.train import parse_config
     config, _ = parse_config(["--config", str(CONFIG), "--device", args.device, "--weights", "none",
                               "--input-size", str(args.input_size), "--resize-size", str(args.resize_size),
                               "--batch-size", str(args.batch_size)])

@@ -32,8 +32,9 @@ sys.path.insert(0, str(REPO))
 from acol import create_backbone  # noqa: E402
 from acol.data.transforms import make_loader  # noqa: E402
 from acol.data.feature_cache import compute_feature_cache  # noqa: E402
-from acol.training.train import (build_datasets, build_model, make_optimizer, parse_config, set_training_mode,  # noqa: E402
-                        trainable_stages)
+from acol.training.recipe import (build_datasets, build_model, make_optimizer, set_training_mode,  # noqa: E402
+                                 trainable_stages)
+from acol.training.train import parse_config  # noqa: E402
 
 
 def step(model, optimizer, images, labels, features=None):

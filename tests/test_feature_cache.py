@@ -10,7 +10,9 @@ from acol.data.feature_cache import (FixedViews, compute_feature_cache, load_fea
                                 save_feature_cache)
 from acol.core.model import ACoL
 from acol.data.synthetic import SyntheticParts
-from acol.training.train import TrainConfig, build_model, make_optimizer, set_training_mode, train
+from acol.training.config import TrainConfig
+from acol.training.recipe import build_model, make_optimizer, set_training_mode
+from acol.training.train import train
 
 LIGHT_BACKBONES = ["tiny", "efficientnet_lite0", "efficientnet_lite0_stacked", "efficientnet_lite0_cut"]
 

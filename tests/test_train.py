@@ -299,7 +299,7 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
 def test_every_flag_has_its_one_line_help_and_a_boolean_flag_refuses_a_typo(capsys):
     from dataclasses import fields
 
-    from acol.training.train import TrainConfig, field_comments
+    from acol.training.config import TrainConfig, field_comments
     comments = field_comments(TrainConfig)
     assert set(comments) == {field.name for field in fields(TrainConfig)}  # none without its comment
     with pytest.raises(SystemExit):

@@ -46,7 +46,7 @@ from ..data.transforms import make_loader, train_transform
 from ..data.feature_cache import FixedViews
 from ..core.maps import normalize_maps
 from ..core.model import ACoL
-from .train import add_config_flags, config_values
+from .config import add_config_flags, config_values
 
 BACKBONE = "efficientnet_lite0_head"
 UNLABELLED = -1  # a pool photo without an ImageNet label: B learns A's prediction for it

@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.checkpoint import model_config
 from ..core.history import HistoryError, TrainingHistory, check_model, fingerprint, load_history
 from ..core.model import ACoL
+from .config import TrainConfig
 
 
 def recorded_names(model: ACoL) -> list[str]:
@@ -51,3 +53,10 @@ def begin_or_continue(path: Path, model: ACoL, config: dict, epoch: int, figures
             return history
     history.append(epoch, now, figures)
     return history
+
+
+def history_config(model: ACoL, config: TrainConfig, class_names: list[str]) -> dict:
+    """The run's model as its checkpoint's config describes it: what its history's fingerprint
+    is read from (``acol.core.history.fingerprint``)."""
+    return {"model": model_config(model, config.backbone), "class_names": list(class_names),
+            "input_size": config.input_size}
