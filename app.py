@@ -33,7 +33,8 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402  (after the settings above)
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
-from acol.viewer.page import KEEP, Page, Update, View, page_text  # noqa: E402
+from acol.viewer.page import Page, page_text  # noqa: E402
+from acol.viewer.view import KEEP, Update, View  # noqa: E402
 from acol.viewer.scripts import Scripts  # noqa: E402
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
 from acol.viewer.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
@@ -129,7 +130,7 @@ def shown_per_group(shown, groups: int) -> list:
 class Layout:
     """The page's components that events read or change."""
 
-    session: gr.State                                   # one tab's acol.viewer.page.Session
+    session: gr.State                                   # one tab's acol.viewer.view.Session
     image: gr.Image
     model: gr.Dropdown
     class_choice: gr.Dropdown
@@ -253,7 +254,7 @@ def with_shown_mask(inputs: list) -> str:
             "document.querySelector('[data-by-hand]')?.dataset.byHand === 'true']")
 
 
-# What each page event may change (acol.viewer.page.View's fields); never a component that is also one of
+# What each page event may change (acol.viewer.view.View's fields); never a component that is also one of
 # its inputs, unless as a plain value (Layout.outputs says why).
 EXPLAINED = ["payload", "classes", "baselines", "sweep", "comparison"]
 REDRAWN = ["payload", "sweep", "comparison"]

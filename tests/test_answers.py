@@ -7,7 +7,8 @@ from PIL import Image
 
 import acol.viewer.answers
 from acol.viewer.answers import ScriptPictures, pictures_key
-from acol.viewer.page import Page, Session
+from acol.viewer.page import Page
+from acol.viewer.view import Session
 from acol.viewer.scripts import Scripts
 from acol.viewer.shelf import CheckpointShelf, ExampleImages
 from conftest import REPO

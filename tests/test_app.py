@@ -9,7 +9,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from acol.viewer.page import Page, Session
+from acol.viewer.page import Page
+from acol.viewer.view import Session
 from conftest import REPO, TEACHING_DESCRIPTION, png_header_only
 
 ACOL, CAM, TEACHING = "tiny_acol", "tiny_cam", "tiny_synthetic_acol"
@@ -213,10 +214,10 @@ def test_a_hand_made_mask_stays_in_its_own_session(viewer_url, tmp_path):
 
 
 def test_the_comparison_boxes_each_model_at_its_own_validated_threshold(client, tmp_path, monkeypatch):
-    import acol.viewer.page
+    import acol.viewer.page_tabs
     thresholds = []
-    drawn = acol.viewer.page.compare_picture
-    monkeypatch.setattr(acol.viewer.page, "compare_picture", lambda *args: thresholds.append(args[2:]) or drawn(*args))
+    drawn = acol.viewer.page_tabs.compare_picture
+    monkeypatch.setattr(acol.viewer.page_tabs, "compare_picture", lambda *args: thresholds.append(args[2:]) or drawn(*args))
     explain(client, noise_png(tmp_path / "cmp.png"), box_threshold=0.8)
     client.predict(CAM, api_name="/compare")
     assert thresholds and set(thresholds) == {(0.35, 0.45)}, "CAM at its 'A' threshold, ACoL at its 'fused' one, not the slider's 0.8"
@@ -352,10 +353,10 @@ def test_only_the_checkpoints_in_the_viewers_folder_can_be_chosen(client, tiny_c
 def test_a_request_past_its_time_limit_is_abandoned_with_a_message(client, viewer_demo, tmp_path, monkeypatch):
     import time
 
-    import acol.viewer.page
-    slow_loader = acol.viewer.page.load_rgb_image
+    import acol.viewer.page_answers
+    slow_loader = acol.viewer.page_answers.load_rgb_image
     monkeypatch.setattr(viewer_demo.acol_page, "request_timeout_s", 0.2)
-    monkeypatch.setattr(acol.viewer.page, "load_rgb_image", lambda path: time.sleep(1.0) or slow_loader(path))
+    monkeypatch.setattr(acol.viewer.page_answers, "load_rgb_image", lambda path: time.sleep(1.0) or slow_loader(path))
     started = time.perf_counter()
     panels, _, _, status = explain(client, noise_png(tmp_path / "slow.png", seed=31))  # never seen: not cached
     assert "gave up after 0.2 s" in status and panels == [None] * 4

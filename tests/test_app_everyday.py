@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from acol.viewer.page import Page, Session
+from acol.viewer.page import Page
+from acol.viewer.view import Session
 from acol.viewer.scripts import Scripts
 from acol.viewer.shelf import BRANCH_A, CheckpointShelf, ExampleImages
 from conftest import REPO, example_class_names

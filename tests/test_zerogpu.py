@@ -27,7 +27,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from acol.viewer.answers import Answer, ModelRunner
-from acol.viewer.page import Page, Session
+from acol.viewer.page import Page
+from acol.viewer.view import Session
 from acol.viewer.scripts import Scripts
 from acol.viewer.shelf import CheckpointShelf, ExampleImages
 from acol.viewer.zerogpu import CPU_NOTE, GpuOrCpu, noted_on_cpu, refused_by_zerogpu, zerogpu_mode

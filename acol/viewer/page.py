@@ -6,36 +6,39 @@
                                    |
                                    +-- route: an upload goes to the everyday model unless the user
                                    |   picked a model; a model shown a picture it was not made for
-                                   |   says so (Explainer.note)   
-                                   +-- answers (acol.viewer.answers): one explanation and payload per
-                                       request, computed once on the model's device and shared
+                                   |   says so (Explainer.note)  (page_models.PageModels)
+                                   +-- answers (page_answers.PageAnswers, acol.viewer.answers): one
+                                   |   explanation and payload per request, computed once on the
+                                   |   model's device and shared
+                                   +-- the open tab's picture, the export (page_tabs.PageTabs)
 
 A ``Session`` is one browser tab's memory (Gradio keeps it in a ``gr.State``): the explanation
 shown, with the features a class change or a hand-made mask reuses, and the CAM baseline's.
-Every page event returns a ``View``: only the fields it sets change on the page (``KEEP``
-elsewhere). The page precomputes, on the CPU at start-up, the first view and every bundled
-example; an answer's payload holds every δ and box threshold and each event sends it opening at
-the page's sliders (``acol.viewer.payload.with_view``), so clicking an example at any slider position
-costs the server a cache lookup. Then the models move to their device.
+Every page event returns a ``View`` (``acol.viewer.view``): only the fields it sets change on the
+page (``KEEP`` elsewhere). The page precomputes, on the CPU at start-up, the first view and every
+bundled example; an answer's payload holds every δ and box threshold and each event sends it
+opening at the page's sliders (``acol.viewer.payload.with_view``), so clicking an example at any
+slider position costs the server a cache lookup. Then the models move to their device.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from .answers import Answer, AnswerCache, ModelRunner, request_key
 from ..core.checkpoint import CheckpointError
-from ..data.images import ImageLoadError, load_rgb_image
-from .drawing import compare_picture, placeholder, sweep_strip, write_figure_png, render_panels
-from ..evaluation.explain import Explanation, check_cell
-from ..evaluation.words import top_classes
 from ..core.device import resolve_device
-from .payload import snapped, with_view
-from .serving import RequestTimeout, call_with_timeout
-from .shelf import CheckpointShelf, ExampleImages, content_digest, page_models, route_picture
+from ..data.images import ImageLoadError
+from ..evaluation.explain import check_cell
+from .answers import AnswerCache, ModelRunner
+from .page_answers import PageAnswers
+from .page_models import PageModels, own_or
+from .page_tabs import PageTabs
+from .payload import with_view
+from .serving import RequestTimeout
+from .shelf import CheckpointShelf, ExampleImages, content_digest
+from .view import KEEP, FirstView, Session, Update, View
 
 STATIC = Path(__file__).resolve().parent / "static"
 CACHE_BYTES = 256 << 20       # the shared answers' memory bound (ACOL_CACHE_MB in app.py)
@@ -47,83 +50,9 @@ def page_text(name: str) -> str:
     return (STATIC / name).read_text()
 
 
-def own_or(own: tuple, current: tuple) -> tuple:
-    """A model's own settings where it has them (not None), else the page's current ones."""
-    return tuple(current_value if own_value is None else own_value for own_value, current_value in zip(own, current))
-
-
-class Keep:
-    """An output a View leaves as it is (Gradio: ``gr.skip()``)."""
-
-    def __repr__(self) -> str:
-        return "KEEP"
-
-
-KEEP = Keep()
-
-
-@dataclass
-class Update:
-    """New properties of a control; None leaves one as it is (Gradio: ``gr.update(...)``)."""
-
-    value: object = KEEP
-    choices: list | None = None
-    visible: bool | None = None
-    interactive: bool | None = None
-
-    def changes(self) -> dict:
-        fields_ = {"value": self.value, "choices": self.choices, "visible": self.visible,
-                   "interactive": self.interactive}
-        return {key: value for key, value in fields_.items() if value is not None and value is not KEEP}
-
-
-@dataclass
-class Session:
-    """One browser tab's memory between events."""
-
-    explanation: Explanation | None = None  # what the page shows (δ-erased, or by hand)
-    baseline: Explanation | None = None     # the CAM baseline's explanation of the same image and class
-    baseline_name: str | None = None        # the CAM baseline chosen for the comparison
-    open_tab: str = "read"                  # whose picture follows the page: "read" (none), "sweep", "compare"
-    model_picked: bool = False              # did the user choose a model? if not, uploads go to the everyday model
-
-
-@dataclass
-class View:
-    """What an event changes on the page: every field left at KEEP stays as it is."""
-
-    session: Session
-    image: object = KEEP         # the picture in the image box (an example's file), or None
-    model: object = KEEP         # the Model dropdown's value (an upload routed to the everyday model)
-    about: object = KEEP         # the model's description
-    examples_shown: object = KEEP  # per example group, whether it is shown (list of bools)
-    no_examples: object = KEEP   # Update of the note shown instead of examples
-    box: object = KEEP           # the box threshold slider
-    delta: object = KEEP         # Update of the δ slider
-    payload: object = KEEP       # what the viewer draws (acol.viewer.payload), or {"message": ...}
-    classes: object = KEEP       # Update of the class dropdown
-    baselines: object = KEEP     # Update of the CAM baseline dropdown
-    sweep: object = KEEP         # the "Delta sweep" tab's picture
-    comparison: object = KEEP    # the "Compare with CAM" tab's picture
-    answer: Answer | None = None  # not shown: the answer the payload came from (the scripts draw it)
-
-
-@dataclass
-class FirstView:
-    """What the page is built with, so it shows a worked example before any click."""
-
-    model: str
-    image: str | None
-    session: Session
-    payload: dict
-    classes: Update
-    about: str
-    delta: float
-    box: float
-
-
-class Page:
-    """The page's logic over a shelf of checkpoints and example folders."""
+class Page(PageModels, PageAnswers, PageTabs):
+    """The page's logic over a shelf of checkpoints and example folders: its events here, what it
+    offers for each model, its shared answers and its tabs in the classes it is made of."""
 
     def __init__(self, shelf: CheckpointShelf, examples: ExampleImages, device="cpu", cache_bytes: int = CACHE_BYTES,
                  warn=lambda message: None, request_timeout_s: float = REQUEST_TIMEOUT_S, keep_cpu_models=False):
@@ -143,135 +72,6 @@ class Page:
         on_cpu = resolve_device(device).type == "cpu"
         self.cpu_runner = self.runner if on_cpu else self.runner.on_cpu() if keep_cpu_models else None
         shelf.to(device)
-
-    # ------------------------------------------------------------------------------------------
-    # What the page offers
-
-    def models(self) -> list[str]:
-        """The Model dropdown's choices (``acol.viewer.shelf.page_models``)."""
-        return page_models(self.shelf, self.examples)
-
-    def examples_for(self, model_name) -> list[int]:
-        """The example groups made for a model."""
-        return self.examples.for_model(self.shelf.class_names(model_name))
-
-    def no_examples(self, model_name) -> str:
-        """The note shown instead of examples when none was made for the model."""
-        try:
-            known = self.shelf[model_name].known_classes
-        except CheckpointError:
-            known = "classes"
-        return f"No examples for this model here: **upload a photo** of one of its {known} (or paste one)."
-
-    def about(self, model_name) -> str:
-        """The chosen model's own description, from its checkpoint."""
-        try:
-            explainer = self.shelf[model_name]
-        except CheckpointError as error:
-            return f"**{model_name}** cannot be loaded: {error}"
-        kind = "ACoL, two branches" if explainer.is_acol else "CAM, one branch"
-        return f"**This model: {model_name}** ({kind}, {explainer.known_classes}). {explainer.description}"
-
-    def baseline_choices(self, model_name) -> Update:
-        """The CAM baseline dropdown's choices for a model, the first one chosen."""
-        baselines = self.shelf.baselines_for(model_name)
-        return Update(choices=baselines, value=next(iter(baselines), None))
-
-    def defaults(self, model_name) -> tuple[float | None, float | None]:
-        """A model's own δ and validated box threshold (None, None for a file that cannot load)."""
-        try:
-            explainer = self.shelf[model_name]
-        except CheckpointError:
-            return None, None
-        return explainer.model.erase_threshold, explainer.default_box_threshold
-
-    def route(self, digest: str | None, model_name: str, model_picked: bool) -> str:
-        """The model that explains a new picture (``acol.viewer.shelf.route_picture``)."""
-        return route_picture(self.shelf, self.examples, digest, model_name, model_picked)
-
-    def with_model(self, view: View, model_name: str) -> View:
-        """``view`` showing a model's page: its description, its examples (or the note that it has
-        none), its δ and box threshold."""
-        groups = self.examples_for(model_name)
-        delta, box = self.defaults(model_name)
-        return replace(view, model=model_name, about=self.about(model_name),
-                       examples_shown=[index in groups for index in range(len(self.example_files))],
-                       no_examples=Update(value=self.no_examples(model_name), visible=not groups),
-                       box=KEEP if box is None else box, delta=KEEP if delta is None else Update(value=delta))
-
-    # ------------------------------------------------------------------------------------------
-    # Answers: computed once, shared
-
-    def cached(self, key: tuple, compute) -> Answer:
-        """The answer to ``key``, computed once and shared (``AnswerCache``), knowing its key."""
-        return self.answers.get(key, lambda: replace(compute(), key=key))
-
-    def own_delta(self, model_name: str) -> float | None:
-        """The δ a model's page answers are erased at: its own (None for a CAM model)."""
-        explainer = self.shelf[model_name]
-        return snapped(explainer.model.erase_threshold) if explainer.is_acol else None
-
-    def answer_file(self, path: str, digest: str, model_name: str) -> Answer:
-        """The page's answer to the picture in the file at ``path`` (decoded and run within the
-        request time limit): its payload, at every δ and box threshold; raises ImageLoadError,
-        CheckpointError or RequestTimeout."""
-        delta = self.own_delta(model_name)
-        example = self.examples.find(digest)
-
-        def compute():
-            return call_with_timeout(self.request_timeout_s, lambda: self.runner.run(
-                "explain", model_name, load_rgb_image(path), true_boxes=None if example is None else example.true_boxes,
-                true_class=None if example is None else example.label, digest=digest, delta=delta, payload=True,
-                parts=None if example is None else example.parts))
-        return self.cached(request_key(digest, model_name, None, delta, True), compute)
-
-    def answer_again(self, explanation: Explanation, target_class: int) -> Answer:
-        """The page's answer to the explained picture at another class (cached by its content)."""
-        model_name = explanation.model_name
-        delta = self.own_delta(model_name)
-        compute = lambda: self.runner.run("reexplain", model_name, explanation, target_class=target_class, delta=delta,
-                                          payload=True)
-        if not explanation.image_digest:
-            return compute()
-        return self.cached(request_key(explanation.image_digest, model_name, target_class, delta, True), compute)
-
-    def erased_at(self, explanation: Explanation, delta: float, target_class: int | None = None) -> Answer:
-        """``explanation``'s picture at ``target_class`` (None: its own) erased by ``delta``, without
-        a payload: what a script draws, and what the page exports, compares and erases by hand
-        from at the δ it shows. Cached by the picture's content, like the page's answers."""
-        target = explanation.target_class if target_class is None else int(target_class)
-        is_acol = explanation.num_branches > 1
-        delta = round(float(delta), 2) if is_acol else None
-        if not explanation.erased_by_hand and target == explanation.target_class and (
-                not is_acol or explanation.erase_threshold == delta):  # it is erased so already
-            compute = lambda: Answer(explanation, None, self.shelf[explanation.model_name].note(explanation))
-        else:
-            compute = lambda: self.runner.run("reexplain", explanation.model_name, explanation, target_class=target,
-                                              delta=delta)
-        if not explanation.image_digest:
-            return compute()
-        return self.cached(request_key(explanation.image_digest, explanation.model_name, target, delta, False), compute)
-
-    def shown(self, session: Session, delta: float, by_hand: bool) -> Explanation | None:
-        """The explanation the page shows: the session's when it holds the hand-made mask the page
-        shows, else the session's image erased at the page's δ (which moved in the browser)."""
-        explanation = session.explanation
-        if explanation is None or explanation.num_branches == 1 or by_hand and explanation.erased_by_hand:
-            return explanation
-        return self.erased_at(explanation, snapped(delta)).explanation
-
-    def precompute_examples(self) -> None:
-        """The page's answer to every example of every model it belongs to."""
-        for model_name in self.shelf.names():
-            for group in self.examples_for(model_name) if self.defaults(model_name)[0] is not None else ():
-                for path in self.example_files[group]:
-                    try:
-                        self.answer_file(path, content_digest(path), model_name)
-                    except (ImageLoadError, RequestTimeout):
-                        pass  # said when clicked
-
-    # ------------------------------------------------------------------------------------------
-    # The page's events
 
     def first_view(self) -> FirstView:
         """The first model (the teaching one) on the first of its examples that tells ACoL's story
@@ -381,68 +181,3 @@ class Page:
         it following the page."""
         session = replace(session, open_tab=tab, baseline_name=session.baseline_name if baseline is None else baseline)
         return self.with_open_tab(View(session), delta, by_hand)
-
-    def with_open_tab(self, view: View, delta, by_hand) -> View:
-        """``view`` with the open tab's picture drawn (each costs about as much as the panels, so
-        a closed tab's is not)."""
-        session = view.session
-        if session.open_tab == "sweep":
-            return replace(view, sweep=self.sweep(session.explanation))
-        if session.open_tab == "compare":
-            session, picture = self.comparison(session, self.shown(session, delta, by_hand), session.baseline_name)
-            return replace(view, session=session, comparison=picture)
-        return view
-
-    def sweep(self, explanation: Explanation | None):
-        """The "Delta sweep" tab's picture."""
-        if explanation is None:
-            return None
-        if explanation.num_branches == 1:
-            return placeholder("A one-branch CAM model erases nothing: no sweep.", (640, 120))
-        return sweep_strip(self.runner.run("sweep", explanation.model_name, explanation))
-
-    def comparison(self, session: Session, explanation: Explanation | None, baseline_name) -> tuple[Session, object]:
-        """(session, picture): the CAM baseline's map beside ``explanation``'s fused map (the
-        baseline's computed once per image and class), each boxed at its own checkpoint's
-        validated box threshold."""
-        if explanation is None:
-            return session, None
-        if explanation.num_branches == 1:
-            return session, placeholder("This is a CAM model: pick an ACoL model\nto compare with it.", (640, 120))
-        if not baseline_name:
-            return session, placeholder(f"No CAM checkpoint with the same classes\nin {self.shelf.folder}.", (640, 120))
-        try:
-            baseline = self.shelf[baseline_name]
-        except CheckpointError as error:
-            self.warn(str(error))
-            return session, None
-        known = session.baseline
-        if known is None or known.model_name != baseline_name or known.target_class != explanation.target_class \
-                or known.image_digest != explanation.image_digest or known.image is not explanation.image:
-            known = self.runner.run("explain", baseline_name, explanation.image, true_boxes=explanation.true_boxes,
-                                    true_class=explanation.true_class, digest=explanation.image_digest,
-                                    target_class=explanation.target_class).explanation
-        picture = compare_picture(known, explanation, baseline.default_box_threshold,
-                                  self.shelf[explanation.model_name].default_box_threshold)
-        return replace(session, baseline=known), picture
-
-    def export(self, session: Session, delta, box, by_hand) -> str | None:
-        """The four-panel figure of what the page shows, as a PNG file to download."""
-        return self.figure_file(self.shown(session, delta, by_hand), box)
-
-    def figure_file(self, explanation: Explanation | None, box) -> str | None:
-        """The four-panel figure of ``explanation`` as a PNG file to download."""
-        if explanation is None:
-            self.warn("Explain an image first.")
-            return None
-        name = re.sub(r"\W+", "_", explanation.class_names[explanation.target_class]).strip("_")
-        folder = tempfile.mkdtemp(dir=self.exports.name)  # one per export, so sessions never clash
-        panels = render_panels(explanation, box, self.shelf[explanation.model_name].note(explanation))
-        return str(write_figure_png(panels, Path(folder) / f"acol_{name or 'class'}.png"))
-
-    @staticmethod
-    def class_choices(explanation: Explanation) -> Update:
-        """The class dropdown: branch A's top-5, the explained class chosen."""
-        return Update(choices=[(f"{name} ({probability:.0%})", index)
-                               for index, name, probability in top_classes(explanation)],
-                      value=explanation.target_class)

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 
 from .answers import Answer, ScriptPictures, pictures_key
 from ..evaluation.explain import Explanation, check_cell
-from .page import KEEP, Page, Session, Update, View, own_or
+from .page import Page
+from .page_models import own_or
+from .view import KEEP, Session, Update, View
 from .shelf import content_digest
 
 @dataclass
