@@ -1,6 +1,7 @@
 """The ACoL viewer: a Gradio page, its layout, wiring and launch only. What each event computes
-is ``acol.viewer.page``; the page's texts, CSS and HTML sit beside ``acol/viewer/static/viewer.js``, which
-draws the four views in the browser.
+is ``acol.viewer.page``; how its answers become Gradio's updates, ``acol.viewer.gradio_adapters``;
+the endpoints scripts call, ``acol.viewer.script_endpoints``. The page's texts, CSS and HTML sit
+beside ``acol/viewer/static/viewer.js``, which draws the four views in the browser.
 
     python app.py [--checkpoints DIR] [--examples DIR] [--device auto|cpu|cuda[:N]] [--share]
 
@@ -27,16 +28,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 import spaces  # noqa: E402
 
 import argparse  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402  (after the settings above)
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.viewer.page import Page, page_text  # noqa: E402
-from acol.viewer.view import KEEP, Update, View  # noqa: E402
-from acol.viewer.scripts import Scripts  # noqa: E402
+from acol.viewer.gradio_adapters import Layout, image_input, picture, session_copies_keep_their_ids  # noqa: E402
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
+from acol.viewer.script_endpoints import wire_script_events  # noqa: E402
+from acol.viewer.scripts import Scripts  # noqa: E402
 from acol.viewer.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
 from acol.viewer.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
 from acol.viewer.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E402
@@ -59,124 +60,12 @@ SLIDER_CONCURRENCY = 2
 UPLOAD_CONCURRENCY = 2
 
 
-def image_input(**options) -> gr.Image:
-    """An image input whose callbacks get the uploaded file undecoded, so ``load_rgb_image``
-    (not Pillow inside Gradio) judges bad files and the page can say what is wrong."""
-    image = gr.Image(type="filepath", **options)
-    # Set on the instance: a gr.Image subclass would do, but Gradio writes a .pyi stub beside
-    # every module that defines a component.
-    decode = image.preprocess
-    image.preprocess = lambda payload: payload.path if payload is not None and payload.path else decode(payload)
-    return image
-
-
-def picture(**options) -> gr.Image:
-    """An output picture, sent as JPEG: Gradio's PNG encoding costs ~20 ms a panel, JPEG ~1 ms."""
-    return gr.Image(show_label=False, type="numpy", format="jpeg", interactive=False, **options)
-
-
-def gradio_value(value):
-    """What ``acol.viewer.page`` says of an output, as Gradio takes it."""
-    if value is KEEP:
-        return gr.skip()
-    return gr.update(**value.changes()) if isinstance(value, Update) else value
-
-
-def as_output(value, component, given: dict):
-    """``gradio_value``, but plain for a component the event was ``given`` as an input ({its id:
-    its value}): the update's value, else the one it had (Layout.outputs says why)."""
-    if id(component) in given:
-        value = value.value if isinstance(value, Update) else value
-        value = given[id(component)] if value is KEEP else value
-    return gradio_value(value)
-
-
-def session_copies_keep_their_ids() -> None:
-    """Have Gradio's per-session copy of a component keep the component's id.
-
-    Gradio (6.x) answers an update of a component (even a skip) by building a new one, with a
-    new id, and keeping it in the session in the component's place; each later event that reads
-    or sets that component then stores the copy once more, under the copy's own id
-    (``Blocks.preprocess_data`` and ``postprocess_data``: ``if block._id not in state:
-    state[block._id] = block``). So a session grew by one component for every such pair of
-    events: the class chosen after each upload (an upload updates its choices), a tab opened
-    after each picture (the picture the tab shows was skipped), an event after a model change
-    (it updates whether the δ slider moves). Kept in a component's place, the copy takes the
-    component's id, so it replaces and never adds. Idempotent."""
-    from gradio.blocks import Block
-    from gradio.state_holder import SessionState
-    store = SessionState.__setitem__
-    if getattr(store, "keeps_ids", False):
-        return
-
-    def store_keeping_id(self, key, value):
-        if isinstance(value, Block) and value._id != key:
-            value._id = key
-        store(self, key, value)
-    store_keeping_id.keeps_ids = True
-    SessionState.__setitem__ = store_keeping_id
-
-
-def shown_per_group(shown, groups: int) -> list:
-    """``View.examples_shown`` as one update per example group's box."""
-    return [gr.skip()] * groups if shown is KEEP else [gr.update(visible=visible) for visible in shown]
-
-
 # ----------------------------------------------------------------------------------------------
 # Layout: the page from top to bottom
 
 
-@dataclass
-class Layout:
-    """The page's components that events read or change."""
-
-    session: gr.State                                   # one tab's acol.viewer.view.Session
-    image: gr.Image
-    model: gr.Dropdown
-    class_choice: gr.Dropdown
-    delta: gr.Slider
-    box: gr.Slider
-    about: gr.Markdown
-    example_sets: list[gr.Dataset]
-    example_boxes: list[gr.Column]                      # one around each set: what a model change shows or hides
-    no_examples: gr.Markdown
-    viewer: gr.HTML                                     # the views, drawn by acol/viewer/static/*.js
-    by_hand: gr.Checkbox                                # hidden: events get it from the page (with_shown_mask)
-    row: gr.Number
-    col: gr.Number
-    toggle: gr.Button
-    tabs: dict                                          # "read", "sweep", "compare": each tab
-    baseline: gr.Dropdown
-    redraw: gr.Button
-    sweep: gr.Image
-    compared: gr.Image
-    export: gr.Button
-    exported: gr.File
-
-    def fields(self) -> dict:
-        """The components each of a View's fields changes (``examples_shown``: one box per group)."""
-        return {"image": [self.image], "model": [self.model], "about": [self.about], "examples_shown": self.example_boxes,
-                "no_examples": [self.no_examples], "box": [self.box], "delta": [self.delta], "payload": [self.viewer],
-                "classes": [self.class_choice], "baselines": [self.baseline], "sweep": [self.sweep],
-                "comparison": [self.compared]}
-
-    def outputs(self, names) -> list:
-        """An event's outputs: the session and the components of the View fields it may change.
-        Only those: Gradio builds a new component for every update, even a skip, and keeps it in
-        the session (``session_copies_keep_their_ids`` says what that cost before)."""
-        return [self.session] + [component for name in names for component in self.fields()[name]]
-
-    def values(self, view: View, names, given: dict | None = None) -> list:
-        """The View's fields ``names`` as Gradio takes them, after the session. A component the
-        event was ``given`` as an input ({component's id: its value}) gets a plain value: the
-        update's, else the one it had."""
-        groups, fields = len(self.example_boxes), self.fields()
-        return [view.session] + [value for name in names for value in (
-            shown_per_group(view.examples_shown, groups) if name == "examples_shown"
-            else [as_output(getattr(view, name), fields[name][0], given or {})])]
-
-
-# The browser's part, in one scope: the four views, "How it learned", "Trained with δ", the lesson (acol/viewer/static).
+# The browser's part, in one scope (acol/viewer/static): the four views, "How it learned",
+# "Trained with δ", the lesson.
 VIEWER_SCRIPTS = ("viewer.js", "learning.js", "deltas.js", "lesson.js")
 
 
@@ -184,63 +73,88 @@ def build_layout(page: Page) -> Layout:
     """The image, the model and its knobs, its examples, then the four views under them (on a
     phone, CSS puts the views right after the image), the tabs and the export."""
     first = page.first
-    explainer = page.shelf[first.model]
     session = gr.State(first.session, time_to_live=3600)  # an idle tab's image and features go after an hour
     with gr.Row(elem_id="top"):
         with gr.Column(scale=2, min_width=260, elem_id="image-column"):
             image = image_input(label="Image (upload or paste)", sources=["upload", "clipboard"], height=280,
                                 value=first.image)
         with gr.Column(scale=2, min_width=260, elem_id="controls-column"):
-            model = gr.Dropdown(page.models(), value=first.model, label="Model")
-            class_choice = gr.Dropdown(first.classes.choices, value=first.classes.value,
-                                       label="Class that drives the erasing (top-5 of branch A)")
-            delta = gr.Slider(0.0, 1.0, value=first.delta, step=SLIDER_STEP, interactive=explainer.is_acol,
-                              label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
-            box = gr.Slider(0.0, 1.0, value=first.box, step=SLIDER_STEP,
-                            label="Box threshold (on the fused map, normalized to [0, 1])", elem_id="box-threshold")
+            model, class_choice, delta, box = controls(page)
         with gr.Column(scale=3, min_width=260, elem_id="examples-column"):
-            about = gr.Markdown(first.about, elem_id="model-about")
-            groups = page.examples_for(first.model)
-            example_sets, example_boxes = [], []
-            for index, group in enumerate(page.examples.groups):
-                # Shown and hidden through a Column: updating a Dataset itself would rebuild it
-                # from the folder's paths, which a running server may not read (not in its cwd).
-                with gr.Column(visible=index in groups, elem_id=f"examples-{index}") as box_of_set:
-                    example_sets.append(gr.Dataset(components=["image"], samples=[[path] for path in group.paths],
-                                                   type="index", label="Examples made for this model (click one)",
-                                                   samples_per_page=12))
-                example_boxes.append(box_of_set)
-                # The copies Gradio serves (in its cache): what a click may hand back to the page.
-                page.example_files[index] = [sample[0]["path"] for sample in example_sets[-1].samples]
-            no_examples = gr.Markdown(page.no_examples(first.model), visible=not groups, elem_id="no-examples")
+            about, example_sets, example_boxes, no_examples = examples_column(page)
         with gr.Column(min_width=240, elem_id="views-column"):
-            viewer = gr.HTML(first.payload, html_template=page_text("viewer.html"), css_template=page_text("viewer.css"),
-                             js_on_load="\n".join(page_text(name) for name in VIEWER_SCRIPTS), elem_id="viewer",
-                             padding=False)
-            by_hand = gr.Checkbox(False, visible=False)
-            gr.Markdown(page_text("by_hand.md"), elem_id="by-hand")
-            with gr.Row(equal_height=True):
-                row = gr.Number(label="Row", precision=0, minimum=0, value=None, min_width=80)
-                col = gr.Number(label="Column", precision=0, minimum=0, value=None, min_width=80)
-                toggle = gr.Button("Erase / restore this cell", min_width=120)
-    with gr.Tabs():  # the first tab is words, so the others' pictures are drawn only once opened
+            viewer, by_hand, row, col, toggle = views(page)
+    tabs, baseline, redraw, sweep, compared = tabs_under_views(page)
+    with gr.Row(equal_height=True):
+        export = gr.Button("Export the four-panel figure (PNG)")
+        exported = gr.File(label="Four-panel figure", interactive=False, elem_id="figure-file")
+    return Layout(session, image, model, class_choice, delta, box, about, example_sets, example_boxes, no_examples,
+                  viewer, by_hand, row, col, toggle, tabs, baseline, redraw, sweep, compared, export, exported)
+
+
+def controls(page: Page) -> tuple:
+    """The Model and class dropdowns, the δ and box-threshold sliders."""
+    first = page.first
+    model = gr.Dropdown(page.models(), value=first.model, label="Model")
+    class_choice = gr.Dropdown(first.classes.choices, value=first.classes.value,
+                               label="Class that drives the erasing (top-5 of branch A)")
+    delta = gr.Slider(0.0, 1.0, value=first.delta, step=SLIDER_STEP, interactive=page.shelf[first.model].is_acol,
+                      label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
+    box = gr.Slider(0.0, 1.0, value=first.box, step=SLIDER_STEP,
+                    label="Box threshold (on the fused map, normalized to [0, 1])", elem_id="box-threshold")
+    return model, class_choice, delta, box
+
+
+def examples_column(page: Page) -> tuple:
+    """The model's description, an example set per folder (the model's shown), or the note that
+    it has none."""
+    about = gr.Markdown(page.first.about, elem_id="model-about")
+    groups = page.examples_for(page.first.model)
+    example_sets, example_boxes = [], []
+    for index, group in enumerate(page.examples.groups):
+        # Shown and hidden through a Column: updating a Dataset itself would rebuild it
+        # from the folder's paths, which a running server may not read (not in its cwd).
+        with gr.Column(visible=index in groups, elem_id=f"examples-{index}") as box_of_set:
+            example_sets.append(gr.Dataset(components=["image"], samples=[[path] for path in group.paths],
+                                           type="index", label="Examples made for this model (click one)",
+                                           samples_per_page=12))
+        example_boxes.append(box_of_set)
+        # The copies Gradio serves (in its cache): what a click may hand back to the page.
+        page.example_files[index] = [sample[0]["path"] for sample in example_sets[-1].samples]
+    no_examples = gr.Markdown(page.no_examples(page.first.model), visible=not groups, elem_id="no-examples")
+    return about, example_sets, example_boxes, no_examples
+
+
+def views(page: Page) -> tuple:
+    """The four views (drawn in the browser), and erasing a cell by hand by its row and column."""
+    viewer = gr.HTML(page.first.payload, html_template=page_text("viewer.html"), css_template=page_text("viewer.css"),
+                     js_on_load="\n".join(page_text(name) for name in VIEWER_SCRIPTS), elem_id="viewer",
+                     padding=False)
+    by_hand = gr.Checkbox(False, visible=False)
+    gr.Markdown(page_text("by_hand.md"), elem_id="by-hand")
+    with gr.Row(equal_height=True):
+        row = gr.Number(label="Row", precision=0, minimum=0, value=None, min_width=80)
+        col = gr.Number(label="Column", precision=0, minimum=0, value=None, min_width=80)
+        toggle = gr.Button("Erase / restore this cell", min_width=120)
+    return viewer, by_hand, row, col, toggle
+
+
+def tabs_under_views(page: Page) -> tuple:
+    """The reading guide, the δ sweep and the comparison with CAM: the first tab is words, so the
+    others' pictures are drawn only once opened."""
+    with gr.Tabs():
         with gr.Tab("How to read the views") as read_tab:
             gr.Markdown(page_text("how_to_read.md"))
         with gr.Tab("Delta sweep") as sweep_tab:
             gr.Markdown("Erased features (top) and branch B's map (bottom) at each δ.")
             sweep = picture()
         with gr.Tab("Compare with CAM") as compare_tab:
-            baselines = page.baseline_choices(first.model)
+            baselines = page.baseline_choices(page.first.model)
             baseline = gr.Dropdown(baselines.choices, value=baselines.value, label="CAM baseline")
             gr.Markdown(page_text("compare_note.md"))
             redraw = gr.Button("Redraw at the δ shown above", size="sm")
             compared = picture(elem_id="comparison")
-    with gr.Row(equal_height=True):
-        export = gr.Button("Export the four-panel figure (PNG)")
-        exported = gr.File(label="Four-panel figure", interactive=False, elem_id="figure-file")
-    return Layout(session, image, model, class_choice, delta, box, about, example_sets, example_boxes, no_examples,
-                  viewer, by_hand, row, col, toggle, {"read": read_tab, "sweep": sweep_tab, "compare": compare_tab},
-                  baseline, redraw, sweep, compared, export, exported)
+    return {"read": read_tab, "sweep": sweep_tab, "compare": compare_tab}, baseline, redraw, sweep, compared
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,50 +221,6 @@ def wire_page_events(page: Page, ui: Layout) -> None:
                     api_name="page_export", api_visibility="private")
 
 
-SCRIPT_PANELS = ["branch-a", "erased", "branch-b", "fused"]
-
-
-def wire_script_events(scripts: Scripts, ui: Layout) -> None:
-    """/explain and friends, as scripts called them: each returns the pictures. Their outputs sit
-    in a hidden column; the trigger is a hidden button no one presses."""
-    with gr.Column(visible=False):
-        trigger = gr.Button()
-        panels = {name: picture() for name in SCRIPT_PANELS}
-        status, verdict = gr.Markdown(), gr.Markdown()
-    named = {**panels, "status": status, "verdict": verdict, "classes": ui.class_choice, "baselines": ui.baseline,
-             "delta": ui.delta, "compared": ui.compared, "image": ui.image, "about": ui.about,
-             "no_examples": ui.no_examples, "box": ui.box}
-    explained = [*SCRIPT_PANELS, "classes", "baselines", "delta", "status", "compared", "verdict"]
-    erased = ["erased", "branch-b", "fused", "status", "compared", "verdict"]  # what a new erasing redraws
-
-    def endpoint(method, inputs, names, api_name, **options):
-        groups = len(ui.example_boxes)
-
-        def reply_outputs(*values):
-            reply, given = method(*values), dict(zip(map(id, inputs), values))
-            return [reply.session] + [value for name in names for value in (
-                shown_per_group(reply.outputs.get(name, KEEP), groups) if name == "examples_shown"
-                else [as_output(reply.outputs.get(name, KEEP), named[name], given)])]
-        components = [ui.session] + [box for name in names
-                                     for box in (ui.example_boxes if name == "examples_shown" else [named[name]])]
-        trigger.click(reply_outputs, inputs, components, api_name=api_name, **options)
-    session, image, model, delta, box, baseline = ui.session, ui.image, ui.model, ui.delta, ui.box, ui.baseline
-    endpoint(scripts.explain, [session, image, model, delta, box], explained, "explain")
-    endpoint(scripts.choose_model, [session, image, model, delta, box],
-             ["image", "about", "examples_shown", "no_examples", "box", *explained], "choose_model")
-    endpoint(scripts.set_erase_threshold, [session, delta, box, baseline], erased, "set_erase_threshold",
-             concurrency_limit=SLIDER_CONCURRENCY)
-    endpoint(scripts.toggle_cell, [session, ui.row, ui.col, box, baseline], erased, "toggle_cell")
-    endpoint(scripts.reset_mask, [session, box, baseline], erased, "reset_mask")
-    endpoint(scripts.set_class, [session, ui.class_choice, box, baseline], [*SCRIPT_PANELS, "status", "compared",
-                                                                            "verdict"], "set_class")
-    endpoint(scripts.set_box_threshold, [session, box], ["fused", "status"], "set_box_threshold",
-             concurrency_limit=SLIDER_CONCURRENCY)
-    endpoint(scripts.compare, [session, baseline], ["compared"], "compare")
-    trigger.click(scripts.sweep, [session], [ui.sweep], api_name="sweep")
-    trigger.click(scripts.export, [session, box], [ui.exported], api_name="export")
-
-
 # ----------------------------------------------------------------------------------------------
 # The page
 
@@ -387,7 +257,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
         gr.HTML(page_text("lesson_bar.html"), padding=False)  # viewer's lesson.js wires its button
         ui = build_layout(page)
         wire_page_events(page, ui)
-        wire_script_events(Scripts(page), ui)
+        wire_script_events(Scripts(page), ui, SLIDER_CONCURRENCY)
     demo.acol_page = page  # for tests and benchmarks: the page's logic behind this demo
     # Each callback has its own queue slot(s), so a cell click need not wait behind an upload;
     # one at a time unless said otherwise. Beyond QUEUE_LIMIT waiting events, users are told the
