@@ -64,9 +64,9 @@ UPLOAD_CONCURRENCY = 2
 # Layout: the page from top to bottom
 
 
-# The browser's part, in one scope (acol/viewer/static): the four views, "How it learned",
-# "Trained with δ", the lesson.
-VIEWER_SCRIPTS = ("viewer.js", "learning.js", "deltas.js", "lesson.js")
+# The browser's part, in one scope (acol/viewer/static): the four views and how they are drawn,
+# "How it learned", "Trained with δ", the lesson.
+VIEWER_SCRIPTS = ("viewer.js", "panels.js", "learning.js", "deltas.js", "lesson.js")
 
 
 def build_layout(page: Page) -> Layout:

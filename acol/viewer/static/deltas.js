@@ -1,7 +1,7 @@
 // "Trained with δ": the picture through the same model trained at other δ (the paper's δ
 // ablation), drawn from the payload's `trained_deltas` (acol/viewer/trained_deltas.py computed every map,
 // erased cell, box and word). Choosing a δ asks the server nothing: it only picks what to draw.
-// Runs in viewer.js's scope (element, view, bytes, overlayMap, overlayMask, drawBox, setWords).
+// Runs in the viewer's scope (element, view, bytes, setWords: viewer.js; overlayMap, overlayMask, drawBox: panels.js).
 
 const DELTA_PANELS = ["a", "mask", "b", "fused"];
 const deltaSection = element.querySelector("[data-deltas]");

@@ -3,7 +3,7 @@
 // Moving the Epoch slider asks the server nothing: it only picks which epoch's pictures to show.
 // It opens at epoch 0 (before training), so the student sees the maps start from nothing; ▶ Play
 // steps through the epochs once.
-// Runs in viewer.js's scope (element, view, bytes, overlayMap, overlayMask, setWords).
+// Runs in the viewer's scope (element, view, bytes, setWords: viewer.js; overlayMap, overlayMask: panels.js).
 
 const LEARN_PANELS = ["a", "mask", "b", "cam"];
 const learnCanvas = (id) => element.querySelector(`canvas[data-learn="${id}"]`);
@@ -119,11 +119,32 @@ function drawChart(chart, index) {
     .map((s) => ({...s, name: chart.figure[s.branch], values: figures[chart.figure[s.branch]]}));
   const known = series.flatMap((s) => s.values).filter((v) => v !== null);
   const yTicks = ticksUpTo(chart.top || Math.max(...known, 1e-6));
-  const yTop = yTicks[yTicks.length - 1].value;
   // The title, then the legend (wrapping when narrow), then the plot with its axes' numbers.
+  const legendY = drawLegend(context, chart.title, series, width);
+  const left = 8 + Math.max(...yTicks.map((t) => context.measureText(t.label).width));
+  const plot = {left, right: width - 12, top: legendY + 16, bottom: height - 34};
+  const x = (i) => plot.left + (plot.right - plot.left) * i / Math.max(1, epochs.length - 1);
+  const y = (v) => plot.bottom - (plot.bottom - plot.top) * v / yTicks[yTicks.length - 1].value;
+  const xTicks = drawAxes(context, plot, yTicks, epochs, x, y);
+  context.textAlign = "left";
+  for (const s of series) {  // A, then B, then the CAM baseline on top
+    const points = s.values.map((v, i) => v === null ? null : [x(i), y(v)]);
+    line(context, s, points);
+    points.forEach((point) => point && marker(context, s, ...point));
+  }
+  line(context, EPOCH_SHOWN, [[x(index), plot.top], [x(index), plot.bottom]]);
+  return {name: chart.name, title: chart.title, fontPx: CHART_FONT_PX, cssWidth: width, pixelWidth: canvas.width,
+          xTicks: xTicks.map((t) => t.label), yTicks: yTicks.map((t) => t.label),
+          series: series.map(({name, label, color, dash, marker}) =>
+            ({name, label, color, dash: dash.join(","), marker}))};
+}
+
+// A chart's title and its legend (every series, then the epoch shown), wrapping when narrow;
+// returns the legend's last line's y.
+function drawLegend(context, title, series, width) {
   context.fillStyle = "#111";
   context.font = `600 ${CHART_FONT_PX}px sans-serif`;
-  context.fillText(chart.title, 4, 10);
+  context.fillText(title, 4, 10);
   context.font = `${CHART_FONT_PX}px sans-serif`;
   let legendX = 4, legendY = 28;
   for (const s of [...series, EPOCH_SHOWN]) {
@@ -136,10 +157,12 @@ function drawChart(chart, index) {
     context.fillText(s.label, legendX + 30, legendY);
     legendX += size + 12;
   }
-  const left = 8 + Math.max(...yTicks.map((t) => context.measureText(t.label).width));
-  const [right, top, bottom] = [width - 12, legendY + 16, height - 34];
-  const x = (i) => left + (right - left) * i / Math.max(1, epochs.length - 1);
-  const y = (v) => bottom - (bottom - top) * v / yTop;
+  return legendY;
+}
+
+// The plot's grid lines and frame, the values' numbers (`yTicks`) and the epochs' (every one, or
+// every second, fifth... where they would crowd: 28 px apart at least); returns the epochs labelled.
+function drawAxes(context, {left, right, top, bottom}, yTicks, epochs, x, y) {
   context.strokeStyle = "#e5e7eb";
   context.lineWidth = 1;
   context.fillStyle = "#111";
@@ -151,7 +174,6 @@ function drawChart(chart, index) {
     context.stroke();
     context.fillText(tick.label, left - 4, y(tick.value));
   }
-  // Every epoch's number, or every second, fifth... where they would crowd (28 px apart at least).
   const spacing = (right - left) / Math.max(1, epochs.length - 1), last = epochs.length - 1;
   const every = [1, 2, 5, 10, 20, 50, 100].find((n) => n * spacing >= 28) || epochs.length;
   const labelled = epochs.map((_, i) => i).filter((i) => i % every === 0);
@@ -162,17 +184,7 @@ function drawChart(chart, index) {
   context.fillText("epoch", (left + right) / 2, bottom + 26);
   context.strokeStyle = "#9ca3af";
   context.strokeRect(left, top, right - left, bottom - top);
-  context.textAlign = "left";
-  for (const s of series) {  // A, then B, then the CAM baseline on top
-    const points = s.values.map((v, i) => v === null ? null : [x(i), y(v)]);
-    line(context, s, points);
-    points.forEach((point) => point && marker(context, s, ...point));
-  }
-  line(context, EPOCH_SHOWN, [[x(index), top], [x(index), bottom]]);
-  return {name: chart.name, title: chart.title, fontPx: CHART_FONT_PX, cssWidth: width, pixelWidth: canvas.width,
-          xTicks: xTicks.map((t) => t.label), yTicks: yTicks.map((t) => t.label),
-          series: series.map(({name, label, color, dash, marker}) =>
-            ({name, label, color, dash: dash.join(","), marker}))};
+  return xTicks;
 }
 
 // A series' line through its points (a null point breaks it), in its colour and dash.
