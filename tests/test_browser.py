@@ -95,7 +95,7 @@ def open_page(playwright, viewer_url, elsewhere):
 
 
 def choose_model(page, name):
-    page.get_by_label("Model").click()
+    page.get_by_label("Model", exact=True).click()
     page.get_by_role("option", name=name, exact=True).click()
 
 
