@@ -48,6 +48,7 @@ from acol.core.device import add_device_flag  # noqa: E402
 from acol.core.history import history_path, load_history  # noqa: E402
 from acol.viewer.learning import learning_payload  # noqa: E402
 from acol.viewer.payload import page_payload  # noqa: E402
+from page_timing import browser_rows  # noqa: E402
 
 SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS, UPLOAD_BUDGET_MS = 30, 150, 150
 PHOTO = REPO / "assets" / "everyday" / "chelsea.jpg"
@@ -111,81 +112,7 @@ def interleaved_median_ms(functions, repeats: int) -> list[float]:
     return [1000 * statistics.median(spent) for spent in times]
 
 
-MOVE_AND_PAINT = """async ([id, value, cell]) => {
-    // One slider move (or, with a cell, a hover) as a hand makes it; resolves with the ms until the
-    // viewer drew it and until the next animation frame began (the frame that shows it).
-    const view = document.querySelector("[data-by-hand]").acolView, start = performance.now();
-    if (cell) {
-        const canvas = document.querySelector('canvas[data-panel="fused"]'), box = canvas.getBoundingClientRect();
-        canvas.dispatchEvent(new PointerEvent("pointermove", {clientX: box.left + box.width * cell[1],
-                                                             clientY: box.top + box.height * cell[0]}));
-    } else {
-        const range = document.querySelector(`#${id} input[type=range]`);
-        range.value = value;
-        range.dispatchEvent(new Event("input", {bubbles: true}));
-    }
-    while (view.paintedAt < start) await new Promise(requestAnimationFrame);
-    const drawn = view.paintedAt - start;
-    const frame = await new Promise(requestAnimationFrame) - start;
-    return [drawn, frame];
-}"""
-
-
-MOVE_EPOCH = """async (index) => {
-    // One move of the Epoch slider ("How it learned"); resolves with the ms until drawn (its
-    // listener draws at once) and until the next animation frame began.
-    const slider = document.querySelector("input[data-epoch]"), start = performance.now();
-    slider.value = index;
-    slider.dispatchEvent(new Event("input", {bubbles: true}));
-    const drawn = performance.now() - start;
-    const frame = await new Promise(requestAnimationFrame) - start;
-    return [drawn, frame];
-}"""
-
-
-def browser_times(checkpoint_folder: Path, image: Path, moves: int) -> dict:
-    """Medians (ms) of a slider move and of a hover in the page, each until drawn and until its
-    frame, and the requests the moves sent; each δ drawn for the first time (nothing cached)."""
-    import socket
-
-    from playwright.sync_api import sync_playwright
-
-    import app
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    demo = app.build_demo(checkpoint_folder)
-    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                                 args=["--no-sandbox", "--disable-gpu", "--disable-quic"])
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/")  # no examples here: it asks for a photo
-            page.locator("input[type=file]").first.set_input_files(str(image))
-            page.wait_for_function("() => document.querySelector('#status')?.textContent.includes('δ =')",
-                                   timeout=60_000)
-            page.wait_for_timeout(2000)  # the upload's follow-up events are done
-            asked = []
-            page.on("request", lambda request: asked.append(request.url))
-            slider = [page.evaluate(MOVE_AND_PAINT, ["erase-threshold", 0.05 * step, None])
-                      for step in range(1, moves + 1)]
-            hover = [page.evaluate(MOVE_AND_PAINT, [None, None, [0.1 + 0.8 * index / moves, 0.5]])
-                     for index in range(moves)]
-            epochs = int(page.evaluate("() => document.querySelector('input[data-epoch]')?.max || 0"))
-            epoch = [page.evaluate(MOVE_EPOCH, index) for index in [*range(epochs + 1), *range(epochs - 1, -1, -1)]
-                     if epochs]  # each epoch drawn the first time, then copied on the way back
-            page.wait_for_timeout(500)
-            browser.close()
-    finally:
-        demo.close()
-    timed_moves = (("slider", slider), ("hover", hover)) + ((("epoch", epoch),) if epoch else ())
-    medians = {f"{name} {what}": statistics.median(times[index] for times in timed)
-               for name, timed in timed_moves for index, what in enumerate(("drawn", "frame"))}
-    return {**medians, "requests": len(asked), "moves": moves}
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--repeats", type=int, default=30)
@@ -195,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the model at this size (0 = the checkpoint's own, what users get)")
     parser.add_argument("--photo", default=str(PHOTO), help="the picture to explain ('noise': smooth noise)")
     add_device_flag(parser, default="cpu")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         checkpoint = Path(args.checkpoint)
@@ -210,73 +140,72 @@ def main(argv: list[str] | None = None) -> int:
         photo = test_photo(scratch / "photo.png") if args.photo == "noise" else Path(args.photo)
         image = load_rgb_image(photo)
         explanation = explainer.explain(image)
-        deltas = iter(np.tile(np.linspace(0.3, 0.9, 13), 1000))
         print(f"{checkpoint.name}: input {explainer.config['input_size']} px, "
               f"features {tuple(explanation.output.features.shape[-2:])}, torch threads {torch.get_num_threads()}")
-
-        def slider_move():
-            return explainer.reexplain(explanation, erase_threshold=next(deltas))
-
-        def new_image():
-            return explainer.explain(image)
-
-        def drawn(compute):  # what a script's /explain adds: the four pictures with their colour keys
-            return lambda: page_pictures(render_panels(compute(), box_threshold=0.2))
-
-        def payload():  # what the page gets instead: every slider step, drawn in the browser
-            return page_payload(explanation, explainer.model, explainer.model.erase_threshold, 0.2)
-
-        runner = ModelRunner(_OneModel(explainer))
-
-        def upload():  # what the server does for an upload it has not seen: decode, explain, payload
-            return runner.run("explain", explainer.name, load_rgb_image(photo), delta=explainer.model.erase_threshold,
-                              payload=True)
-        cache = AnswerCache(64 << 20)
-        key = request_key("a digest", explainer.name, None, explainer.model.erase_threshold, True)
-        cache.get(key, upload)
-
-        rows = [("upload: decode + explain + payload", median_ms(upload, args.repeats), UPLOAD_BUDGET_MS),
-                ("example click: cached answer", median_ms(lambda: cache.get(key, upload), args.repeats), None),
-                ("slider move: compute", median_ms(slider_move, args.repeats), SLIDER_BUDGET_MS),
-                ("slider move: compute + draw", median_ms(drawn(slider_move), args.repeats), None),
-                ("new image: compute", median_ms(new_image, args.repeats), NEW_IMAGE_BUDGET_MS),
-                ("new image: compute + draw", median_ms(drawn(new_image), args.repeats), None),
-                ("new image: page payload", median_ms(payload, args.repeats), None)]
-        print(f"  page payload: {len(json.dumps(payload())) / 1024:.0f} KB")
+        rows = server_rows(explainer, explanation, image, photo, args.repeats)
         if history_path(checkpoint).is_file():  # "How it learned": every epoch replayed for the picture
             history = load_history(history_path(checkpoint), explainer.model, explainer.config)
             rows.append(("new image: how it learned", median_ms(
                 lambda: learning_payload(explainer, explanation, history), args.repeats), None))
         if args.against:
-            other = Explainer.from_checkpoint(args.against, args.device)
-            other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name,
-                              other.device)
-
-            def as_the_page_gets_it(who):  # an upload: explained, then its payload
-                return lambda: page_payload(who.explain(image), who.model, who.model.erase_threshold, 0.2)
-            mine, theirs = interleaved_median_ms([as_the_page_gets_it(explainer), as_the_page_gets_it(other)],
-                                                 args.repeats)
-            rows += [(f"upload, {checkpoint.stem[:26]}", mine, None),
-                     (f"upload, {Path(args.against).stem[:26]}", theirs, None)]
-            print(f"  an upload (explain + payload) takes {mine / theirs:.2f}x {Path(args.against).name}'s time "
-                  f"at {explainer.config['input_size']} px (medians of {args.repeats} interleaved runs)")
+            rows += against_rows(explainer, checkpoint, args, image)
         if args.browser:
-            folder = scratch / "checkpoints"
-            folder.mkdir()
-            (folder / checkpoint.name).symlink_to(checkpoint.resolve())
-            if history_path(checkpoint).is_file():  # "How it learned" for it, on the page
-                (folder / history_path(checkpoint).name).symlink_to(history_path(checkpoint).resolve())
-            times = browser_times(folder, photo, 10)
-            rows += [(f"browser: slider move -> {what}", times[f"slider {what}"], None) for what in ("drawn", "frame")]
-            rows += [(f"browser: hover -> {what}", times[f"hover {what}"], None) for what in ("drawn", "frame")]
-            rows += [(f"browser: epoch move -> {what}", times[f"epoch {what}"], None) for what in ("drawn", "frame")
-                     if f"epoch {what}" in times]
-            print(f"  browser: {times['requests']} requests to the server over {times['moves']} slider moves "
-                  f"and {times['moves']} hovers")
+            rows += browser_rows(scratch, checkpoint, photo)
     for name, milliseconds, budget in rows:
         verdict = "" if budget is None else f"  (budget {budget} ms: {'ok' if milliseconds <= budget else 'OVER'})"
         print(f"  {name:<34} {milliseconds:7.1f} ms{verdict}")
     return 0
+
+
+def server_rows(explainer: Explainer, explanation, image, photo: Path, repeats: int) -> list[tuple]:
+    """The server's side: an upload (decoded, explained, its payload), an example click (a cached
+    answer), a slider move and a new image computed and drawn, the page's payload."""
+    deltas = iter(np.tile(np.linspace(0.3, 0.9, 13), 1000))
+
+    def slider_move():
+        return explainer.reexplain(explanation, erase_threshold=next(deltas))
+
+    def new_image():
+        return explainer.explain(image)
+
+    def drawn(compute):  # what a script's /explain adds: the four pictures with their colour keys
+        return lambda: page_pictures(render_panels(compute(), box_threshold=0.2))
+
+    def payload():  # what the page gets instead: every slider step, drawn in the browser
+        return page_payload(explanation, explainer.model, explainer.model.erase_threshold, 0.2)
+
+    runner = ModelRunner(_OneModel(explainer))
+
+    def upload():  # what the server does for an upload it has not seen: decode, explain, payload
+        return runner.run("explain", explainer.name, load_rgb_image(photo), delta=explainer.model.erase_threshold,
+                          payload=True)
+    cache = AnswerCache(64 << 20)
+    key = request_key("a digest", explainer.name, None, explainer.model.erase_threshold, True)
+    cache.get(key, upload)
+    rows = [("upload: decode + explain + payload", median_ms(upload, repeats), UPLOAD_BUDGET_MS),
+            ("example click: cached answer", median_ms(lambda: cache.get(key, upload), repeats), None),
+            ("slider move: compute", median_ms(slider_move, repeats), SLIDER_BUDGET_MS),
+            ("slider move: compute + draw", median_ms(drawn(slider_move), repeats), None),
+            ("new image: compute", median_ms(new_image, repeats), NEW_IMAGE_BUDGET_MS),
+            ("new image: compute + draw", median_ms(drawn(new_image), repeats), None),
+            ("new image: page payload", median_ms(payload, repeats), None)]
+    print(f"  page payload: {len(json.dumps(payload())) / 1024:.0f} KB")
+    return rows
+
+
+def against_rows(explainer: Explainer, checkpoint: Path, args, image) -> list[tuple]:
+    """``--against``: an upload as the page gets it (explained, then its payload) by this and by
+    the other checkpoint at the same input size, timed interleaved."""
+    other = Explainer.from_checkpoint(args.against, args.device)
+    other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name,
+                      other.device)
+
+    def as_the_page_gets_it(who):  # an upload: explained, then its payload
+        return lambda: page_payload(who.explain(image), who.model, who.model.erase_threshold, 0.2)
+    mine, theirs = interleaved_median_ms([as_the_page_gets_it(explainer), as_the_page_gets_it(other)], args.repeats)
+    print(f"  an upload (explain + payload) takes {mine / theirs:.2f}x {Path(args.against).name}'s time "
+          f"at {explainer.config['input_size']} px (medians of {args.repeats} interleaved runs)")
+    return [(f"upload, {checkpoint.stem[:26]}", mine, None), (f"upload, {Path(args.against).stem[:26]}", theirs, None)]
 
 
 if __name__ == "__main__":

@@ -70,13 +70,22 @@ def main():
     # Taken through the run's own loader, which also starts the process its workers are forked
     # from: a training run pays that once (about 3 s), not every epoch.
     images, labels, _ = next(iter(make_loader(dataset, config.batch_size, config.workers, shuffle=True)))
-    acol, acol_opt = make(replace(config, num_branches=2), acol_backbone, dataset.num_classes)
-    cam, cam_opt = make(replace(config, num_branches=1), cam_backbone, dataset.num_classes)
-    for model, optimizer in ((acol, acol_opt), (cam, cam_opt)):
+    acol = make(replace(config, num_branches=2), acol_backbone, dataset.num_classes)
+    cam = make(replace(config, num_branches=1), cam_backbone, dataset.num_classes)
+    step_ratio(config, args.steps, acol, cam, images, labels)
+    epoch_steps = len(dataset) // config.batch_size
+    timed_steps = min(args.epoch_steps or epoch_steps, epoch_steps)
+    fed = epoch_time(config, acol, dataset, images, labels, timed_steps, epoch_steps)
+    cached_epoch_time(config, acol, dataset, timed_steps, epoch_steps, fed)
+
+
+def step_ratio(config, steps: int, acol, cam, images, labels) -> None:
+    """ACoL's step time against the CAM baseline's, on one batch in memory, taking turns."""
+    for model, optimizer in (acol, cam):
         step(model, optimizer, images, labels)  # warm-up
     times = {"ACoL": [], "CAM": []}
-    pair = [("ACoL", acol, acol_opt), ("CAM", cam, cam_opt)]
-    for round_index in range(args.steps):
+    pair = [("ACoL", *acol), ("CAM", *cam)]
+    for round_index in range(steps):
         for name, model, optimizer in pair[::-1] if round_index % 2 else pair:  # neither always goes first
             started = time.perf_counter()
             step(model, optimizer, images, labels)
@@ -85,44 +94,52 @@ def main():
     print(f"step time, batch {config.batch_size} at {config.input_size} px, {config.backbone}, {config.head} head"
           f"{f' {config.head_width} wide' if config.head == 'paper' else ''}"
           f"{', frozen backbone' if config.freeze_backbone else ''}"
-          f"{f', last {config.trainable_stages} stage(s) training' if config.trainable_stages is not None else ''} (median of {args.steps}): ACoL {acol_ms:.0f} ms, CAM {cam_ms:.0f} ms, "
+          f"{f', last {config.trainable_stages} stage(s) training' if config.trainable_stages is not None else ''} (median of {steps}): ACoL {acol_ms:.0f} ms, CAM {cam_ms:.0f} ms, "
           f"ratio {acol_ms / cam_ms:.3f} (target <= 1.15)")
 
-    epoch_steps = len(dataset) // config.batch_size
-    timed_steps = min(args.epoch_steps or epoch_steps, epoch_steps)
+
+def epoch_time(config, acol, dataset, images, labels, timed_steps: int, epoch_steps: int) -> float:
+    """One epoch of ACoL on a batch in memory against one fed by a fresh loader; returns the
+    latter (s)."""
+    model, optimizer = acol
     scale = epoch_steps / timed_steps  # 1 unless --epoch-steps: then an epoch is extrapolated
     started = time.perf_counter()
     for _ in range(timed_steps):
-        step(acol, acol_opt, images, labels)
+        step(model, optimizer, images, labels)
     compute = (time.perf_counter() - started) * scale
     started = time.perf_counter()
     loader = make_loader(dataset, config.batch_size, config.workers, shuffle=True, drop_last=True)
     for _, (batch_images, batch_labels, _) in zip(range(timed_steps), loader):
-        step(acol, acol_opt, batch_images, batch_labels)
+        step(model, optimizer, batch_images, batch_labels)
     fed = (time.perf_counter() - started) * scale
     if scale != 1:
         print(f"(epochs below: {timed_steps} of {epoch_steps} steps timed, scaled to a whole epoch)")
     print(f"one epoch of ACoL ({epoch_steps} steps): {compute:.1f} s on a batch in memory, {fed:.1f} s fed by "
           f"a fresh loader ({config.workers} worker(s), start-up included): {fed / compute:.3f}x (target <= 1.10)")
+    return fed
 
-    stages = trainable_stages(config, acol.backbone)
-    if stages == len(acol.backbone.stages):
+
+def cached_epoch_time(config, acol, dataset, timed_steps: int, epoch_steps: int, fed: float) -> None:
+    """With a frozen front (``--trainable-stages``): what caching it costs, and an epoch on the cache
+    against one uncached (``fed``)."""
+    model, optimizer = acol
+    stages = trainable_stages(config, model.backbone)
+    if stages == len(model.backbone.stages):
         return
-    frozen, trainable = acol.backbone.split(stages)
+    frozen, trainable = model.backbone.split(stages)
     cached_images = torch.utils.data.Subset(dataset, range(min(len(dataset), timed_steps * config.batch_size)))
     started = time.perf_counter()
     cache = compute_feature_cache(frozen, cached_images, 1, config.view_seed, {}, config.batch_size, config.workers)
     per_view = (time.perf_counter() - started) * len(dataset) / len(cached_images)
-    set_training_mode(acol, config)
+    set_training_mode(model, config)
     started = time.perf_counter()
     for cached, batch_labels in cache.epoch(config.batch_size, torch.Generator().manual_seed(0)):
-        step(acol, acol_opt, cached, batch_labels, features=trainable)
+        step(model, optimizer, cached, batch_labels, features=trainable)
     cached_epoch = (time.perf_counter() - started) * epoch_steps / (len(cached_images) // config.batch_size)
     print(f"feature cache, last {stages} stage(s) training: caching one view of each of {len(dataset)} images "
           f"took {per_view:.1f} s (a run with --cache-views {config.cache_views or 'V'} pays "
           f"{config.cache_views or 'V'}x that once); one epoch on the cache {cached_epoch:.1f} s against "
           f"{fed:.1f} s uncached: {fed / cached_epoch:.1f}x faster (target >= 5)")
-
 
 if __name__ == "__main__":
     main()
