@@ -39,6 +39,8 @@ def encode(image_format: str, mode: str, width: int, height: int, seed: int) -> 
         image = image.convert(mode)
     except ValueError:  # Pillow cannot convert RGB to, say, I;16 directly
         image = image.convert("L").convert(mode)
+    if mode == "I" and image_format == "PNG":  # the same 16-bit file Pillow wrote from "I" (deprecated in 12)
+        image = image.convert("I;16")
     buffer = io.BytesIO()
     try:
         image.save(buffer, image_format)
