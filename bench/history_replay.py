@@ -1,4 +1,4 @@
-"""How long ``acol.core.history.replay`` takes for one picture: every epoch's maps of a shipped model.
+"""How long ``acol.core.replay.replay`` takes for one picture: every epoch's maps of a shipped model.
 
     python bench/history_replay.py [--checkpoint checkpoints/synthetic_acol_efficientnet_lite0_s8.safetensors]
                                    [--image assets/examples/synthetic_2_0005.png] [--repeats 20] [--threads N]
