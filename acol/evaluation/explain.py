@@ -21,7 +21,7 @@ shared answers, request time limit, memory tuning, checkpoint shelf, examples) i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,9 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ..core.checkpoint import load_checkpoint
 from ..data.transforms import eval_transform
 from ..core.device import resolve_device
-from ..core.model import ACoL, ACoLOutput
+from ..core.model import ACoL
 from ..data.synthetic import Parts
+from .explanation import Explanation
 from .words import top_classes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,50 +48,6 @@ UNLIKELY = 0.2           # a top class below this probability gets a note: the m
 
 # ----------------------------------------------------------------------------------------------
 # Running the model
-
-
-@dataclass
-class Explanation:
-    """One image explained by one model: what a viewer session caches between events. Never
-    changed in place (a new class or mask makes a new one), so sessions and the viewer's shared
-    answers hold the same one, and copying one (Gradio copies a session's first state) is free."""
-
-    model_name: str
-    class_names: list[str]
-    image: Image.Image         # upright RGB, at most MAX_IMAGE_SIDE: what other models re-run on
-    true_boxes: np.ndarray     # [N, 4] xyxy in ``image`` pixels; N = 0 when unknown
-    display: np.ndarray        # [H, W, 3] uint8, the picture every map is drawn on
-    output: ACoLOutput         # a batch of one, holding the cached backbone features
-    probabilities: torch.Tensor  # [num_classes], softmax of branch A's logits
-    erased_by_hand: bool = False  # branch B's input mask was made by hand, not by thresholding A's map
-    true_class: str | None = None  # the image's label when known (an example's)
-    image_digest: str | None = None  # the SHA-256 of the file it came from: what answers are cached by
-    parts: Parts | None = None  # where its head and body are, when known (a synthetic example), at ``image``'s size
-
-    @property
-    def target_class(self) -> int:
-        """The class whose map drives the erasing (and whose maps are shown)."""
-        return int(self.output.target_class[0])
-
-    @property
-    def erase_threshold(self) -> float:
-        return float(self.output.erase_threshold)
-
-    @property
-    def num_branches(self) -> int:
-        return len(self.output.logits)
-
-    def __deepcopy__(self, memo) -> "Explanation":
-        return self
-
-    def to(self, device: str | torch.device) -> "Explanation":
-        """The same explanation with its tensors on ``device``."""
-        return replace(self, output=self.output.to(device), probabilities=self.probabilities.to(device))
-
-    def display_boxes(self) -> np.ndarray:
-        """The true boxes in ``display`` pixels (the display may stretch the image unevenly)."""
-        scale = np.array([self.display.shape[1] / self.image.width, self.display.shape[0] / self.image.height] * 2)
-        return self.true_boxes * scale
 
 
 def is_everyday(config: dict) -> bool:

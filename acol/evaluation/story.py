@@ -84,7 +84,7 @@ def peak_cell(localization_map: torch.Tensor) -> tuple[int, int]:
 
 
 def story_of(explanation, box_threshold: float) -> Story:
-    """The story's facts for one explained picture (an ``acol.evaluation.explain.Explanation``; its
+    """The story's facts for one explained picture (an ``acol.evaluation.explanation.Explanation``; its
     ``parts``, when known, at the resolution of ``explanation.image``)."""
     output, parts = explanation.output, explanation.parts
     has_b = explanation.num_branches > 1

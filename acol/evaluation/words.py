@@ -1,15 +1,12 @@
 """An explanation in words: its top classes, B's verdict on the erased features, the caption, and
 a class named by the user (an index, a name or part of one). What the page, the figure and
-``python -m acol explain`` say of an ``acol.evaluation.explain.Explanation``."""
+``python -m acol explain`` say of an ``Explanation``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:
-    from .explain import Explanation
+from .explanation import Explanation
 
 
 def top_classes(explanation: Explanation, k: int = 5, branch: int = 0) -> list[tuple[int, str, float]]:

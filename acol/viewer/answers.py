@@ -34,7 +34,8 @@ from PIL import Image
 
 from ..core.checkpoint import CheckpointError
 from .drawing import page_pictures, render_panels
-from ..evaluation.explain import Explainer, Explanation
+from ..evaluation.explain import Explainer
+from ..evaluation.explanation import Explanation
 from ..evaluation.words import branch_b_verdict
 from .learning import Histories, learning_payload
 from .payload import page_payload

@@ -18,7 +18,8 @@ import logging
 
 import torch
 
-from ..evaluation.explain import Explainer, Explanation
+from ..evaluation.explain import Explainer
+from ..evaluation.explanation import Explanation
 from ..core.history import HistoryError, TrainingHistory, history_path, load_history
 from ..core.replay import replay
 from ..core.maps import upsample_maps

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..data.images import ImageLoadError, load_rgb_image
-from ..evaluation.explain import Explanation
+from ..evaluation.explanation import Explanation
 from .answers import Answer, request_key
 from .payload import snapped
 from .serving import RequestTimeout, call_with_timeout

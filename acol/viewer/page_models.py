@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..core.checkpoint import CheckpointError
-from ..evaluation.explain import Explanation
+from ..evaluation.explanation import Explanation
 from ..evaluation.words import top_classes
 from .shelf import page_models, route_picture
 from .view import KEEP, Update, View

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.checkpoint import CheckpointError
-from ..evaluation.explain import Explanation
+from ..evaluation.explanation import Explanation
 from .drawing import compare_picture, placeholder, render_panels, sweep_strip, write_figure_png
 from .view import Session, View
 

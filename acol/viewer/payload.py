@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..evaluation.explain import Explanation
+from ..evaluation.explanation import Explanation
 from ..evaluation.words import caption_head, erasing_phrase, verdict_line
 from ..core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
 from ..core.model import ACoL

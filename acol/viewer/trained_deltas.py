@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..core.checkpoint import CheckpointError
-from ..evaluation.explain import Explainer, Explanation
+from ..evaluation.explain import Explainer
+from ..evaluation.explanation import Explanation
 from ..evaluation.words import branch_b_verdict
 from .payload import cell_bytes, one_state, told_story
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..evaluation.explain import Explanation
+from ..evaluation.explanation import Explanation
 from .answers import Answer
 
 
