@@ -8,7 +8,8 @@ COMMANDS = {
     "train-everyday": ("acol.training.everyday", "train branch B of the everyday model (A: the ImageNet classifier)"),
     "evaluate": ("acol.evaluation.evaluate", "classification and localization metrics of a checkpoint"),
     "explain": ("acol.viewer.explain_command", "the four-panel ACoL figure of one image"),
-    "story": ("acol.evaluation.story_command", "whether a synthetic model tells ACoL's story, checked with the part masks"),
+    "story": ("acol.evaluation.story_command",
+              "whether a synthetic model tells ACoL's story, checked with the part masks"),
 }
 
 

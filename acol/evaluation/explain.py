@@ -30,10 +30,10 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..core.checkpoint import load_checkpoint
-from ..data.transforms import eval_transform
 from ..core.device import resolve_device
 from ..core.model import ACoL
 from ..data.synthetic import Parts
+from ..data.transforms import eval_transform
 from .explanation import Explanation
 from .words import top_classes
 

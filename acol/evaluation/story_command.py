@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..core.checkpoint import CheckpointError
 from ..data.datasets import SYNTHETIC_SPLITS
+from ..data.synthetic import SyntheticParts
 from .explain import Explainer
 from .story import story_figures
-from ..data.synthetic import SyntheticParts
 
 COLUMNS = {"a_peak_on_head": "A's peak on the head", "b_peak_on_body": "B's peak on the body",
            "b_right_on_honest_bodies": "B right (own-class bodies)", "b_right": "B right (all)",

@@ -39,13 +39,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ..core.backbones import create_backbone
-from ..core.efficientnet import efficientnet_lite0_imagenet_state_dict
 from ..core.checkpoint import save_checkpoint, write_safetensors
-from ..data.records import BoxDataset, ImageRecord
-from ..data.transforms import make_loader, train_transform
-from ..data.feature_cache import FixedViews
+from ..core.efficientnet import efficientnet_lite0_imagenet_state_dict
 from ..core.maps import normalize_maps
 from ..core.model import ACoL
+from ..data.feature_cache import FixedViews
+from ..data.records import BoxDataset, ImageRecord
+from ..data.transforms import make_loader, train_transform
 from .config import add_config_flags, config_values
 
 BACKBONE = "efficientnet_lite0_head"

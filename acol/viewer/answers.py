@@ -33,10 +33,10 @@ import torch
 from PIL import Image
 
 from ..core.checkpoint import CheckpointError
-from .drawing import page_pictures, render_panels
 from ..evaluation.explain import Explainer
 from ..evaluation.explanation import Explanation
 from ..evaluation.words import branch_b_verdict
+from .drawing import page_pictures, render_panels
 from .learning import Histories, learning_payload
 from .payload import page_payload
 from .shelf import CheckpointShelf

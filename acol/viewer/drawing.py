@@ -34,10 +34,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core.maps import box_from_map, box_iou, score_map
 from ..evaluation.explain import DISPLAY_SIDE, scaled_size
 from ..evaluation.explanation import Explanation
 from ..evaluation.words import caption_head, erasing_phrase
-from ..core.maps import box_from_map, box_iou, score_map
 from .style import (COLOR_LUT, COLORMAP, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.images import ImageLoadError, load_rgb_image
 from ..core.device import add_device_flag
-from .drawing import render_panels, write_figure_png
+from ..data.images import ImageLoadError, load_rgb_image
 from ..evaluation.explain import Explainer
 from ..evaluation.words import resolve_class, top_classes
+from .drawing import render_panels, write_figure_png
 from .shelf import (BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, Example, ExampleImages, content_digest,
                     page_models, route_picture)
 

@@ -18,11 +18,11 @@ import logging
 
 import torch
 
+from ..core.history import HistoryError, TrainingHistory, history_path, load_history
+from ..core.maps import upsample_maps
+from ..core.replay import replay
 from ..evaluation.explain import Explainer
 from ..evaluation.explanation import Explanation
-from ..core.history import HistoryError, TrainingHistory, history_path, load_history
-from ..core.replay import replay
-from ..core.maps import upsample_maps
 from .payload import cell_bytes, peak_cell
 
 FIGURES = {"loss_A": "train_loss_A", "loss_B": "train_loss_B", "top1_A": "train_top1_A", "top1_B": "train_top1_B"}

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..evaluation.explanation import Explanation
-from ..evaluation.words import caption_head, erasing_phrase, verdict_line
 from ..core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
 from ..core.model import ACoL
+from ..evaluation.explanation import Explanation
 from ..evaluation.story import story_of, story_payload
+from ..evaluation.words import caption_head, erasing_phrase, verdict_line
 from .style import (COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
 

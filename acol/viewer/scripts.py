@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .answers import Answer, ScriptPictures, pictures_key
 from ..evaluation.explain import check_cell
 from ..evaluation.explanation import Explanation
+from .answers import Answer, ScriptPictures, pictures_key
 from .page import Page
 from .page_models import own_or
-from .view import KEEP, Session, Update, View
 from .shelf import content_digest
+from .view import KEEP, Session, Update, View
 
 @dataclass
 class ScriptReply:

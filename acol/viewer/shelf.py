@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import CheckpointError, read_metadata
-from ..data.readers import CSVBoxDataset, CUBDataset
 from ..core.device import resolve_device
-from ..evaluation.explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
+from ..data.readers import CSVBoxDataset, CUBDataset
 from ..data.synthetic import Parts
+from ..evaluation.explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINTS = REPO / "checkpoints"
