@@ -62,7 +62,7 @@ class TrainConfig:
     val_split: str = "test"           # cub50: the 500 "test" images are the validation split
     synthetic_images: int = 2000      # synthetic only: training images (validation: a quarter)
     synthetic_classes: int = 4        # synthetic only: classes (head colours), 2-8
-    synthetic_empty: float = 0.0      # synthetic only: share of training pictures with no bird (label at random)
+    synthetic_headless: float = 0.0   # synthetic only: share of training birds whose head is hidden (label at random)
     backbone: str = "efficientnet_lite0"  # a name in acol.backbones.BACKBONES
     weights: str | None = "imagenet"  # "imagenet", a local file, or None for random init
     num_branches: int = 2             # 1 = CAM baseline, 2 = ACoL
@@ -201,9 +201,9 @@ def build_datasets(config: TrainConfig, mean, std):
         # Every run seed trains on the same pictures: a seed changes the initialization, the
         # order and the augmentation, never the data, so no seed ever trains on the validation,
         # example or held-out pictures (their generator seeds are SYNTHETIC_SPLITS'). Only the
-        # training pictures may hold birdless ones: every validation picture has a bird to find.
+        # training pictures may hold headless birds: every validation bird has a head to find.
         return (SyntheticParts(config.synthetic_images, config.synthetic_classes, size, SYNTHETIC_SPLITS["train"][1],
-                               train_tf, empty_fraction=config.synthetic_empty),
+                               train_tf, headless_fraction=config.synthetic_headless),
                 SyntheticParts(max(config.synthetic_images // 4, 8), config.synthetic_classes, size,
                                SYNTHETIC_SPLITS["test"][1], val_tf))
     return (build_dataset(config.data, config.train_split, train_tf),
@@ -475,7 +475,7 @@ def feature_caches(config: TrainConfig, frozen, train_set, val_set, device) -> t
            "resize_size": config.resize_size, "trainable_stages": config.trainable_stages,
            "views": config.cache_views, "view_seed": config.view_seed}
     if config.data == "synthetic":
-        key.update(synthetic_classes=config.synthetic_classes, synthetic_empty=config.synthetic_empty)
+        key.update(synthetic_classes=config.synthetic_classes, synthetic_headless=config.synthetic_headless)
     path = Path(config.feature_cache or Path(config.out) / "feature_cache.safetensors")
     cache = load_feature_cache(path, key)
     if cache is None:
