@@ -13,13 +13,14 @@ Each image shows one object on a cluttered background:
 A classifier trained on labels alone latches onto the head; erase the head and the body is
 still better-than-chance evidence, which ACoL's second classifier is meant to discover.
 
-A training set may also hold birds whose head is hidden (``headless_fraction``): the body shows
-a random class's pattern and the picture's label is, in effect, drawn at random. Without them one
-class can be learned as "a bird, and none of the other heads": its map then lights wherever,
-never on its own head (seen: one class in four, A naming it in every picture with the head
-painted out, its map on the body). A bird with no head that carries every label alike makes that
-rule cost loss, so every class must be found by its own head. (Pictures with no bird at all did
-not: the rule held on the bird's body.)
+A set may also hold birds whose head is hidden (``headless_fraction``), their body showing a
+random class's pattern, labelled with a class of their own, NO_CREST (``no_crest=True`` adds it to
+the class names). Without it one of the crest classes is learned as "a bird, and none of the
+other heads": the default answer, whose map lights wherever, never on its own head (seen with 4
+classes: one class, A naming it for every bird whose head was painted out, its map on the body).
+With a class for "a bird with no crest", the default has a name of its own, and every crest class
+must be found by its crest. (Tried first, and not enough: pictures with no bird, or headless birds
+labelled at random.)
 
 Item i is generated from (seed, i) alone, so the dataset is random-access, needs no files, and
 is the same on every run. Items follow acol.data's (image, target) format; target also holds
@@ -30,7 +31,7 @@ so they stay aligned with it after resizes, crops and flips.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,6 +57,7 @@ HEAD_COLORS = {
 }
 HEAD_SHAPES = ("disc", "square", "triangle", "diamond", "ring", "cross", "hollow-square", "half-disc")
 MAX_CLASSES = len(HEAD_SHAPES)
+NO_CREST = "no-crest"  # the class of a bird whose head is hidden (headless_fraction)
 
 HEAD_AREA_DIVISOR = (6.0, 9.0)  # a disc of the head's radius has the body's area divided by this
 
@@ -116,17 +118,19 @@ class Parts:
 
 
 class SyntheticParts(Dataset):
-    """`num_images` synthetic head+body objects of `num_classes` classes (at most 8).
+    """`num_images` synthetic head+body objects of `num_classes` crest classes (at most 8) and,
+    with ``no_crest``, the class NO_CREST of headless birds after them.
 
-    Labels are balanced: item i has label i % num_classes. Everything else about item i is drawn
-    from np.random.default_rng([seed, i]). A share ``headless_fraction`` of the items (drawn
-    apart, so the other items are the same pictures whatever the share) show a bird whose head is
-    hidden: a training set's pictures whose label is, in effect, drawn at random (the module
-    docstring says why).
+    Crest labels are balanced: item i has label i % num_classes. Everything else about item i is
+    drawn from np.random.default_rng([seed, i]). A share ``headless_fraction`` of the items
+    (drawn apart, so the other items are the same pictures whatever the share) show a bird whose
+    head is hidden, labelled NO_CREST (the module docstring says why).
     """
 
     def __init__(self, num_images: int, num_classes: int = 4, image_size: int = 160, seed: int = 0,
-                 transform=None, headless_fraction: float = 0.0):
+                 transform=None, headless_fraction: float = 0.0, no_crest: bool = False):
+        if headless_fraction and not no_crest:
+            raise ValueError("headless birds need the no-crest class: pass no_crest=True")
         if not 2 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
         self.num_images = num_images
@@ -135,7 +139,15 @@ class SyntheticParts(Dataset):
         self.seed = seed
         self.transform = transform
         self.headless_fraction = headless_fraction
-        self.class_names = [f"{color}-crest" for color in list(HEAD_COLORS)[:num_classes]]
+        self.class_names = [f"{color}-crest" for color in list(HEAD_COLORS)[:num_classes]] + [NO_CREST] * no_crest
+
+    @classmethod
+    def for_classes(cls, class_names: list[str], num_images: int, image_size: int = 160, seed: int = 0,
+                    transform=None) -> "SyntheticParts":
+        """Pictures of a model trained on this generator, with its ``class_names``: its crest
+        classes, and the no-crest class when it has one (every bird here has its head)."""
+        no_crest = NO_CREST in class_names
+        return cls(num_images, len(class_names) - no_crest, image_size, seed, transform, no_crest=no_crest)
 
     def __len__(self) -> int:
         return self.num_images
@@ -143,16 +155,21 @@ class SyntheticParts(Dataset):
     @property
     def labels(self) -> list[int]:
         """The label of every item, without rendering anything."""
-        return [index % self.num_classes for index in range(self.num_images)]
+        return [self.num_classes if self.headless(index) else index % self.num_classes
+                for index in range(self.num_images)]
+
+    def headless(self, index: int) -> bool:
+        """Whether item ``index`` is a headless bird (of the no-crest class)."""
+        return bool(self.headless_fraction) and \
+            np.random.default_rng([self.seed, index, 1]).random() < self.headless_fraction
 
     def render(self, index: int) -> SyntheticSample:
         """Draw item `index` (untransformed)."""
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         rng = np.random.default_rng([self.seed, index])
-        headless = bool(self.headless_fraction) and \
-            np.random.default_rng([self.seed, index, 1]).random() < self.headless_fraction
-        return render_sample(rng, index % self.num_classes, self.num_classes, self.image_size, headless)
+        sample = render_sample(rng, index % self.num_classes, self.num_classes, self.image_size, self.headless(index))
+        return replace(sample, label=self.num_classes) if self.headless(index) else sample
 
     def __getitem__(self, index: int):
         sample = self.render(index)

@@ -62,7 +62,7 @@ class TrainConfig:
     val_split: str = "test"           # cub50: the 500 "test" images are the validation split
     synthetic_images: int = 2000      # synthetic only: training images (validation: a quarter)
     synthetic_classes: int = 4        # synthetic only: classes (head colours), 2-8
-    synthetic_headless: float = 0.0   # synthetic only: share of training birds whose head is hidden (label at random)
+    synthetic_headless: float = 0.0   # synthetic only: share of training birds whose head is hidden (class no-crest)
     backbone: str = "efficientnet_lite0"  # a name in acol.backbones.BACKBONES
     weights: str | None = "imagenet"  # "imagenet", a local file, or None for random init
     num_branches: int = 2             # 1 = CAM baseline, 2 = ACoL
@@ -202,10 +202,11 @@ def build_datasets(config: TrainConfig, mean, std):
         # order and the augmentation, never the data, so no seed ever trains on the validation,
         # example or held-out pictures (their generator seeds are SYNTHETIC_SPLITS'). Only the
         # training pictures may hold headless birds: every validation bird has a head to find.
+        no_crest = config.synthetic_headless > 0
         return (SyntheticParts(config.synthetic_images, config.synthetic_classes, size, SYNTHETIC_SPLITS["train"][1],
-                               train_tf, headless_fraction=config.synthetic_headless),
+                               train_tf, headless_fraction=config.synthetic_headless, no_crest=no_crest),
                 SyntheticParts(max(config.synthetic_images // 4, 8), config.synthetic_classes, size,
-                               SYNTHETIC_SPLITS["test"][1], val_tf))
+                               SYNTHETIC_SPLITS["test"][1], val_tf, no_crest=no_crest))
     return (build_dataset(config.data, config.train_split, train_tf),
             build_dataset(config.data, config.val_split, val_tf))
 
