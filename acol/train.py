@@ -314,7 +314,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(config.seed)  # the heads' initialization is part of the run
     backbone = create_backbone(config.backbone, config.weights)
     train_set, val_set = build_datasets(config, backbone.mean, backbone.std)
-    model = build_model(backbone, train_set.num_classes, config).to(device)
+    model = build_model(backbone, len(train_set.class_names), config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -410,7 +410,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             dist.all_reduce(totals)
             loss_sum, seen, correct, *rest = totals.tolist()
             branch_loss_sums, branch_correct = rest[:config.num_branches], rest[config.num_branches:]
-        chance_loss = config.num_branches * math.log(train_set.num_classes)
+        chance_loss = config.num_branches * math.log(len(train_set.class_names))
         if loss_sum / max(seen, 1) > DIVERGED_LOSS_FACTOR * chance_loss:
             raise diverged(f"epoch {epoch + 1}'s mean loss {loss_sum / seen:.2f} is over "
                            f"{DIVERGED_LOSS_FACTOR:g}x chance level ({chance_loss:.2f})", out)
