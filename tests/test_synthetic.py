@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 
 from acol.data.readers import CSVBoxDataset
 from acol.data.transforms import train_transform
-from acol.data.synthetic import HEAD_COLORS, MAX_CLASSES, Parts, SyntheticParts, mask_box, write_examples
+from acol.data.synthetic import HEAD_COLORS, MAX_CLASSES, NO_CREST, Parts, SyntheticParts, mask_box, write_examples
 
 
 def nearest_mean_accuracy(features: np.ndarray, labels: np.ndarray, num_train: int) -> float:
@@ -166,18 +166,31 @@ def test_each_picture_says_which_class_its_body_shows():
     assert all(dataset[i][1]["body_class"] == samples[i].body_class for i in range(5))
 
 
-def test_a_training_set_may_hold_birdless_pictures_and_keeps_its_birds_as_they_were():
-    plain, with_empty = SyntheticParts(60, seed=13), SyntheticParts(60, seed=13, empty_fraction=0.2)
-    empty = [i for i in range(60) if with_empty.render(i).box is None]
-    assert 5 <= len(empty) <= 20
-    for index in range(60):
-        sample = with_empty.render(index)
-        if index in empty:
-            assert not sample.head_mask.any() and sample.body_class is None
-            assert with_empty[index][1]["boxes"].shape == (0, 4) and with_empty[index][1]["body_class"] == -1
+def test_headless_birds_are_a_class_of_their_own_and_the_other_birds_stay_as_they_were():
+    """A headless bird's body shows a random class's pattern: only its missing crest says its class."""
+    plain = SyntheticParts(80, seed=13)
+    mixed = SyntheticParts(80, seed=13, headless_fraction=0.2, no_crest=True)
+    assert mixed.class_names == [*plain.class_names, NO_CREST]
+    headless = [i for i in range(80) if not mixed.render(i).head_mask.any()]
+    assert 6 <= len(headless) <= 28
+    for index in range(80):
+        sample = mixed.render(index)
+        if index in headless:
+            assert sample.label == mixed.labels[index] == 4 and sample.box == mask_box(sample.body_mask)
         else:
-            assert np.array_equal(sample.image, plain.render(index).image)
-    assert with_empty.labels == plain.labels, "labels stay balanced: a birdless picture's says nothing"
+            assert np.array_equal(sample.image, plain.render(index).image) and sample.label == plain.labels[index]
+    patterns = np.array([mixed.render(i).body_class for i in headless])
+    assert len(set(patterns)) > 1, "the body of a headless bird is any class's"
+    with pytest.raises(ValueError, match="no-crest"):
+        SyntheticParts(8, headless_fraction=0.2)
+
+
+def test_a_models_pictures_follow_its_class_names():
+    model_classes = ["red-crest", "blue-crest", "yellow-crest", NO_CREST]
+    pictures = SyntheticParts.for_classes(model_classes, 12, seed=3)
+    assert pictures.class_names == model_classes and pictures.num_classes == 3
+    assert all(pictures.render(i).head_mask.any() for i in range(12)), "every bird to check has its head"
+    assert SyntheticParts.for_classes(model_classes[:3], 4).class_names == model_classes[:3]
 
 
 def test_write_examples_writes_pngs_and_a_csv_the_csv_reader_understands(tmp_path):

@@ -24,7 +24,7 @@ def build_dataset(kind_or_root: str | Path, split: str = "train", transform=None
     """Open a dataset by looking at what `kind_or_root` is.
 
     - "synthetic": SyntheticParts with the sizes/seeds in SYNTHETIC_SPLITS; ``synthetic_options``
-      (num_classes, image_size) go to it
+      (num_classes, image_size) go to it, or ``class_names`` (a model's) say its classes
     - a .csv file, or a folder holding `<split>.csv`: CSVBoxDataset (images relative to the CSV's folder)
     - a folder with images.txt and bounding_boxes.txt: CUBDataset(folder, split)
     - a wsolevaluation metadata folder (image_ids.txt, class_labels.txt), or a folder holding
@@ -35,6 +35,10 @@ def build_dataset(kind_or_root: str | Path, split: str = "train", transform=None
         if split not in SYNTHETIC_SPLITS:
             raise ValueError(f"synthetic splits are {list(SYNTHETIC_SPLITS)}, got {split!r}")
         num_images, seed = SYNTHETIC_SPLITS[split]
+        if "class_names" in synthetic_options:  # a model's: its crest classes and its no-crest class
+            options = dict(synthetic_options)
+            return SyntheticParts.for_classes(options.pop("class_names"), num_images, seed=seed, transform=transform,
+                                              **options)
         return SyntheticParts(num_images, seed=seed, transform=transform, **synthetic_options)
 
     root = Path(kind_or_root)

@@ -13,11 +13,14 @@ Each image shows one object on a cluttered background:
 A classifier trained on labels alone latches onto the head; erase the head and the body is
 still better-than-chance evidence, which ACoL's second classifier is meant to discover.
 
-A training set may also hold pictures with no bird at all (``empty_fraction``), each labelled
-with a class drawn at random. Without them one class can be learned as "none of the other heads":
-its map then lights wherever, never on its own head (seen: one class in four, its A peaking on
-the body in every picture). A picture that shows no head of any class and still carries every
-label alike makes that rule cost loss, so every class must be found by its own head.
+A set may also hold birds whose head is hidden (``headless_fraction``), their body showing a
+random class's pattern, labelled with a class of their own, NO_CREST (``no_crest=True`` adds it to
+the class names). Without it one of the crest classes is learned as "a bird, and none of the
+other heads": the default answer, whose map lights wherever, never on its own head (seen with 4
+classes: one class, A naming it for every bird whose head was painted out, its map on the body).
+With a class for "a bird with no crest", the default has a name of its own, and every crest class
+must be found by its crest. (Tried first, and not enough: pictures with no bird, or headless birds
+labelled at random.)
 
 Item i is generated from (seed, i) alone, so the dataset is random-access, needs no files, and
 is the same on every run. Items follow acol.data's (image, target) format; target also holds
@@ -28,7 +31,7 @@ so they stay aligned with it after resizes, crops and flips.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,6 +57,7 @@ HEAD_COLORS = {
 }
 HEAD_SHAPES = ("disc", "square", "triangle", "diamond", "ring", "cross", "hollow-square", "half-disc")
 MAX_CLASSES = len(HEAD_SHAPES)
+NO_CREST = "no-crest"  # the class of a bird whose head is hidden (headless_fraction)
 
 HEAD_AREA_DIVISOR = (6.0, 9.0)  # a disc of the head's radius has the body's area divided by this
 
@@ -73,11 +77,10 @@ class SyntheticSample:
 
     image: np.ndarray  # uint8 [H, W, 3]
     label: int
-    box: tuple[float, float, float, float] | None  # XYXY, tight around head | body, pixel edges; None: no bird
+    box: tuple[float, float, float, float]  # XYXY, tight around head | body, pixel edges
     head_mask: np.ndarray  # bool [H, W]
     body_mask: np.ndarray  # bool [H, W], visible body pixels (excludes the head)
-    body_class: int | None  # the class whose pattern the body shows (the label unless it borrowed
-                            # another's); None for a picture with no bird
+    body_class: int  # the class whose pattern the body shows: the label unless it borrowed another's
 
 
 @dataclass(frozen=True)
@@ -115,16 +118,19 @@ class Parts:
 
 
 class SyntheticParts(Dataset):
-    """`num_images` synthetic head+body objects of `num_classes` classes (at most 8).
+    """`num_images` synthetic head+body objects of `num_classes` crest classes (at most 8) and,
+    with ``no_crest``, the class NO_CREST of headless birds after them.
 
-    Labels are balanced: item i has label i % num_classes. Everything else about item i is drawn
-    from np.random.default_rng([seed, i]). A share ``empty_fraction`` of the items (drawn apart,
-    so the other items are the same pictures whatever the share) show no bird: a training set's
-    pictures whose label is, in effect, drawn at random (the module docstring says why).
+    Crest labels are balanced: item i has label i % num_classes. Everything else about item i is
+    drawn from np.random.default_rng([seed, i]). A share ``headless_fraction`` of the items
+    (drawn apart, so the other items are the same pictures whatever the share) show a bird whose
+    head is hidden, labelled NO_CREST (the module docstring says why).
     """
 
     def __init__(self, num_images: int, num_classes: int = 4, image_size: int = 160, seed: int = 0,
-                 transform=None, empty_fraction: float = 0.0):
+                 transform=None, headless_fraction: float = 0.0, no_crest: bool = False):
+        if headless_fraction and not no_crest:
+            raise ValueError("headless birds need the no-crest class: pass no_crest=True")
         if not 2 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
         self.num_images = num_images
@@ -132,8 +138,16 @@ class SyntheticParts(Dataset):
         self.image_size = image_size
         self.seed = seed
         self.transform = transform
-        self.empty_fraction = empty_fraction
-        self.class_names = [f"{color}-crest" for color in list(HEAD_COLORS)[:num_classes]]
+        self.headless_fraction = headless_fraction
+        self.class_names = [f"{color}-crest" for color in list(HEAD_COLORS)[:num_classes]] + [NO_CREST] * no_crest
+
+    @classmethod
+    def for_classes(cls, class_names: list[str], num_images: int, image_size: int = 160, seed: int = 0,
+                    transform=None) -> "SyntheticParts":
+        """Pictures of a model trained on this generator, with its ``class_names``: its crest
+        classes, and the no-crest class when it has one (every bird here has its head)."""
+        no_crest = NO_CREST in class_names
+        return cls(num_images, len(class_names) - no_crest, image_size, seed, transform, no_crest=no_crest)
 
     def __len__(self) -> int:
         return self.num_images
@@ -141,27 +155,31 @@ class SyntheticParts(Dataset):
     @property
     def labels(self) -> list[int]:
         """The label of every item, without rendering anything."""
-        return [index % self.num_classes for index in range(self.num_images)]
+        return [self.num_classes if self.headless(index) else index % self.num_classes
+                for index in range(self.num_images)]
+
+    def headless(self, index: int) -> bool:
+        """Whether item ``index`` is a headless bird (of the no-crest class)."""
+        return bool(self.headless_fraction) and \
+            np.random.default_rng([self.seed, index, 1]).random() < self.headless_fraction
 
     def render(self, index: int) -> SyntheticSample:
         """Draw item `index` (untransformed)."""
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         rng = np.random.default_rng([self.seed, index])
-        if self.empty_fraction and np.random.default_rng([self.seed, index, 1]).random() < self.empty_fraction:
-            return render_empty(rng, index % self.num_classes, self.num_classes, self.image_size)
-        return render_sample(rng, index % self.num_classes, self.num_classes, self.image_size)
+        sample = render_sample(rng, index % self.num_classes, self.num_classes, self.image_size, self.headless(index))
+        return replace(sample, label=self.num_classes) if self.headless(index) else sample
 
     def __getitem__(self, index: int):
         sample = self.render(index)
         image = tv_tensors.Image(torch.from_numpy(sample.image).permute(2, 0, 1))
-        boxes = make_boxes([] if sample.box is None else [sample.box], *sample.image.shape[:2])
+        boxes = make_boxes([sample.box], *sample.image.shape[:2])
         # uint8 masks: geometric transforms interpolate Masks with nearest-neighbour, not bools.
         masks = {name: tv_tensors.Mask(torch.from_numpy(mask.astype(np.uint8)))
                  for name, mask in (("head_mask", sample.head_mask), ("body_mask", sample.body_mask))}
         image, boxes, masks = transform_sample(self.transform, image, boxes, masks)
-        target = {"label": sample.label, "body_class": -1 if sample.body_class is None else sample.body_class,
-                  "boxes": boxes, "image_id": f"synthetic-{self.seed}-{index}",
+        target = {"label": sample.label, "body_class": sample.body_class, "boxes": boxes, "image_id": f"synthetic-{self.seed}-{index}",
                   "path": f"synthetic://seed{self.seed}/{index}"}
         target.update({name: mask.as_subclass(torch.Tensor).bool() for name, mask in masks.items()})
         return image, target
@@ -281,8 +299,10 @@ def render_background(rng: np.random.Generator, size: int, num_classes: int) -> 
     return canvas
 
 
-def render_sample(rng: np.random.Generator, label: int, num_classes: int, size: int) -> SyntheticSample:
-    """Render one image of class `label` using only randomness from `rng`."""
+def render_sample(rng: np.random.Generator, label: int, num_classes: int, size: int,
+                  headless: bool = False) -> SyntheticSample:
+    """Render one image of class `label` using only randomness from `rng`; a ``headless`` bird
+    has no head and its body shows a random class's pattern, whatever the label."""
     canvas = render_background(rng, size, num_classes)
 
     # Body: an ellipse; head: a disc-sized shape at one end of the long axis, overlapping it.
@@ -297,12 +317,12 @@ def render_sample(rng: np.random.Generator, label: int, num_classes: int, size: 
     half_h = max(np.hypot(a * np.sin(tilt), b * np.cos(tilt)), abs(head_offset[1]) + 1.2 * head_radius)
     center = np.array([rng.uniform(half_w + 2, size - half_w - 2), rng.uniform(half_h + 2, size - half_h - 2)])
 
-    borrowed = rng.random() < BODY_BORROW_PROBABILITY
+    borrowed = rng.random() < BODY_BORROW_PROBABILITY or headless
     pattern_class = int(rng.integers(num_classes)) if borrowed else label
     body = ellipse_mask(size, center, (a, b), tilt)
     paint_body(canvas, body, BodyPattern.sample(rng, pattern_class, num_classes), rng)
 
-    head = head_mask(size, HEAD_SHAPES[label], center + head_offset, head_radius)
+    head = head_mask(size, HEAD_SHAPES[label], center + head_offset, head_radius) & (not headless)
     head_color = np.array(list(HEAD_COLORS.values())[label], dtype=np.float32)
     canvas[head] = head_color + rng.uniform(-12, 12, 3)
     body &= ~head
@@ -310,15 +330,6 @@ def render_sample(rng: np.random.Generator, label: int, num_classes: int, size: 
     canvas += rng.normal(0, 5, canvas.shape).astype(np.float32)  # sensor noise, everywhere
     image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
     return SyntheticSample(image, label, mask_box(head | body), head, body, pattern_class)
-
-
-def render_empty(rng: np.random.Generator, label: int, num_classes: int, size: int) -> SyntheticSample:
-    """The background alone, no bird: what a picture labelled ``label`` shows when its label
-    says nothing about it (its decoys are bodies of random classes, never a head)."""
-    canvas = render_background(rng, size, num_classes)
-    canvas += rng.normal(0, 5, canvas.shape).astype(np.float32)
-    nothing = np.zeros((size, size), dtype=bool)
-    return SyntheticSample(np.clip(canvas + 0.5, 0, 255).astype(np.uint8), label, None, nothing, nothing, None)
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -113,7 +113,7 @@ def infer(args, model, config: dict, size: int, device) -> dict:
     data, at input size ``size``; the model is back on the CPU afterwards (shipped from there)."""
     # Synthetic images are drawn as training drew them: the model's classes, rendered at the size
     # its input is resized from (SYNTHETIC_SPLITS holds each split's seed).
-    synthetic = ({"num_classes": len(config["class_names"]), "image_size": round(size * 256 / 224)}
+    synthetic = ({"class_names": config["class_names"], "image_size": round(size * 256 / 224)}
                  if args.data == "synthetic" else {})
     dataset = build_dataset(args.data, args.split, eval_transform(size, config["mean"], config["std"]), **synthetic)
     loader = make_loader(dataset, args.batch_size, args.workers)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        pictures = SyntheticParts(count, len(explainer.class_names), args.image_size, seed=seed)
+        pictures = SyntheticParts.for_classes(explainer.class_names, count, args.image_size, seed=seed)
         figures = story_figures(explainer, pictures)
         rows[Path(path).stem] = dict(figures, erase_threshold=round(explainer.model.erase_threshold, 2),
                                      box_threshold=round(explainer.default_box_threshold, 2))

@@ -24,7 +24,7 @@ class TrainConfig:
     val_split: str = "test"           # cub50: the 500 "test" images are the validation split
     synthetic_images: int = 2000      # synthetic only: training images (validation: a quarter)
     synthetic_classes: int = 4        # synthetic only: classes (head colours), 2-8
-    synthetic_empty: float = 0.0      # synthetic only: share of training pictures with no bird (label at random)
+    synthetic_headless: float = 0.0   # synthetic only: share of training birds whose head is hidden (class no-crest)
     backbone: str = "efficientnet_lite0"  # a name in acol.core.backbones.BACKBONES
     weights: str | None = "imagenet"  # "imagenet", a local file, or None for random init
     num_branches: int = 2             # 1 = CAM baseline, 2 = ACoL

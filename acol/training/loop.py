@@ -160,7 +160,7 @@ def train_epoch(run: Run, epoch: int) -> EpochTotals:
         bar.set_postfix(**totals.progress())
     if run.distributed:
         totals.all_reduce(device)
-    chance_loss = config.num_branches * math.log(run.train_set.num_classes)
+    chance_loss = config.num_branches * math.log(len(run.train_set.class_names))
     if totals.loss_sum / max(totals.seen, 1) > DIVERGED_LOSS_FACTOR * chance_loss:
         raise diverged(f"epoch {epoch + 1}'s mean loss {totals.loss_sum / totals.seen:.2f} is over "
                        f"{DIVERGED_LOSS_FACTOR:g}x chance level ({chance_loss:.2f})", run.out)

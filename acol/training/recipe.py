@@ -23,11 +23,12 @@ def build_datasets(config: TrainConfig, mean, std):
         # Every run seed trains on the same pictures: a seed changes the initialization, the
         # order and the augmentation, never the data, so no seed ever trains on the validation,
         # example or held-out pictures (their generator seeds are SYNTHETIC_SPLITS'). Only the
-        # training pictures may hold birdless ones: every validation picture has a bird to find.
+        # training pictures may hold headless birds: every validation bird has a head to find.
+        no_crest = config.synthetic_headless > 0
         return (SyntheticParts(config.synthetic_images, config.synthetic_classes, size, SYNTHETIC_SPLITS["train"][1],
-                               train_tf, empty_fraction=config.synthetic_empty),
+                               train_tf, headless_fraction=config.synthetic_headless, no_crest=no_crest),
                 SyntheticParts(max(config.synthetic_images // 4, 8), config.synthetic_classes, size,
-                               SYNTHETIC_SPLITS["test"][1], val_tf))
+                               SYNTHETIC_SPLITS["test"][1], val_tf, no_crest=no_crest))
     return (build_dataset(config.data, config.train_split, train_tf),
             build_dataset(config.data, config.val_split, val_tf))
 

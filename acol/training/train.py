@@ -87,7 +87,7 @@ def start_run(config: TrainConfig, resume: bool) -> Run:
     torch.manual_seed(config.seed)  # the heads' initialization is part of the run
     backbone = create_backbone(config.backbone, config.weights)
     train_set, val_set = build_datasets(config, backbone.mean, backbone.std)
-    model = build_model(backbone, train_set.num_classes, config).to(device)
+    model = build_model(backbone, len(train_set.class_names), config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -188,7 +188,7 @@ def feature_caches(config: TrainConfig, frozen, train_set, val_set, device) -> t
            "resize_size": config.resize_size, "trainable_stages": config.trainable_stages,
            "views": config.cache_views, "view_seed": config.view_seed}
     if config.data == "synthetic":
-        key.update(synthetic_classes=config.synthetic_classes, synthetic_empty=config.synthetic_empty)
+        key.update(synthetic_classes=config.synthetic_classes, synthetic_headless=config.synthetic_headless)
     path = Path(config.feature_cache or Path(config.out) / "feature_cache.safetensors")
     cache = load_feature_cache(path, key)
     if cache is None:
