@@ -99,7 +99,7 @@ def controls(page: Page) -> tuple:
     class_choice = gr.Dropdown(first.classes.choices, value=first.classes.value,
                                label="Class that drives the erasing (top-5 of branch A)")
     delta = gr.Slider(0.0, 1.0, value=first.delta, step=SLIDER_STEP, interactive=page.shelf[first.model].is_acol,
-                      label="Erase threshold δ: erase where A's map >= δ", elem_id="erase-threshold")
+                      label="Erase threshold δ, now, while explaining: erase where A's map >= δ", elem_id="erase-threshold")
     box = gr.Slider(0.0, 1.0, value=first.box, step=SLIDER_STEP,
                     label="Box threshold (on the fused map, normalized to [0, 1])", elem_id="box-threshold")
     return model, class_choice, delta, box

@@ -640,3 +640,20 @@ def test_trained_with_delta_shows_each_sibling_beside_the_model_and_choosing_ask
         finally:
             browser.close()
     assert not elsewhere
+
+
+def test_the_delta_slider_says_it_erases_now_and_names_the_delta_b_trained_with(viewer_url):
+    from playwright.sync_api import expect, sync_playwright
+    elsewhere = []
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, viewer_url, elsewhere)
+        try:
+            slider = page.locator("#erase-threshold")
+            expect(slider).to_contain_text("now, while explaining", timeout=30_000)
+            expect(slider).to_contain_text("(B trained with δ = 0.50)")  # tiny_synthetic_acol's
+            choose_model(page, "tiny_synthetic_cam")
+            expect(slider).to_contain_text("(a one-branch CAM model erases nothing)", timeout=30_000)
+            expect(slider).not_to_contain_text("B trained with")
+        finally:
+            browser.close()
+    assert not elsewhere

@@ -64,6 +64,7 @@ HEAD_AREA_DIVISOR = (6.0, 9.0)  # a disc of the head's radius has the body's are
 # How weak the body evidence is (see module docstring).
 BODY_BORROW_PROBABILITY = 0.3  # chance the body shows a random class's pattern
 STRIPE_ANGLE_JITTER_DEG = 10.0
+STRIPE_PERIOD = (0.045, 0.065)  # the stripes' period, as a share of the picture's side
 MAX_TINT = 0.2  # fraction of the head colour's chroma tinting the body
 DECOYS = (0, 3)  # the background holds from 0 to 2 body-like patches of random classes
 # Background and distractor colours stay below this chroma (max - min channel), far from any
@@ -262,7 +263,7 @@ def paint_body(canvas: np.ndarray, mask: np.ndarray, pattern: BodyPattern, rng: 
     """Paint a striped, tinted, neutral-coloured body into canvas (float [H, W, 3]) where mask."""
     size = canvas.shape[0]
     x, y = _pixel_grid(size)
-    period = size * rng.uniform(0.045, 0.065)
+    period = size * rng.uniform(*STRIPE_PERIOD)
     along = x[mask] * np.cos(pattern.stripe_angle) + y[mask] * np.sin(pattern.stripe_angle)
     stripes = 0.5 + 0.5 * np.sin(2 * np.pi * along / period + rng.uniform(0, 2 * np.pi))
     base = rng.uniform(95, 165) + np.array([12.0, 3.0, -12.0]) + pattern.tint  # warm neutral

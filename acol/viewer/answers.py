@@ -206,7 +206,8 @@ class ModelRunner:
         "unchanged")."""
         note = explainer.note(explanation)
         drawn = None if not payload else page_payload(
-            explanation, explainer.model, explainer.model.erase_threshold, explainer.default_box_threshold, note)
+            explanation, explainer.model, explainer.model.erase_threshold, explainer.default_box_threshold, note,
+            explainer.config.get("recipe", {}).get("erase_threshold"))
         history = None if drawn is None or self.histories is None else self.histories[explainer.name]
         if history is not None:
             cam = self.histories.baseline_of(explainer.name)

@@ -175,10 +175,11 @@ def told_story(explanation: Explanation, model: ACoL, box_threshold: float) -> d
 
 
 def page_payload(explanation: Explanation, model: ACoL, delta: float, box_threshold: float,
-                 note: str = "") -> dict:
+                 note: str = "", trained_delta: float | None = None) -> dict:
     """Everything the page draws of ``explanation`` at any slider position, opening at ``delta``
     (or the hand-made mask B sees, when there is one) and ``box_threshold``; ``note`` is what the
-    status line adds (the picture is not one the model was made for, or its top class is unlikely)."""
+    status line adds (the picture is not one the model was made for, or its top class is unlikely);
+    ``trained_delta`` the δ B trained with (default: the model's own), which the δ slider names."""
     height, width = explanation.display.shape[:2]
     thresholds = box_thresholds(box_threshold)
     map_a = explanation.output.localization_maps[0][0]
@@ -199,6 +200,7 @@ def page_payload(explanation: Explanation, model: ACoL, delta: float, box_thresh
             "class_name": explanation.class_names[explanation.target_class],
             "probability": round(float(explanation.probabilities[explanation.target_class]), 4),
             "true_class": explanation.true_class, "model_delta": round(float(model.erase_threshold), 2),
+            "trained_delta": round(float(model.erase_threshold if trained_delta is None else trained_delta), 2),
             "a_peak": peak_cell(map_a), "story": told_story(explanation, model, box_threshold),
             "acol": explanation.num_branches > 1,
             "deltas": list(SLIDER_STEPS), "box_thresholds": thresholds,

@@ -10,6 +10,7 @@ const deltaCanvas = (row, id) => deltaSection.querySelector(`[data-delta-row="${
 // A new payload: its models trained at other δ ("unchanged" after a cell erased by hand, which
 // changes none of them), or no section for a model without siblings.
 function loadTrainedDeltas(payload) {
+  nameTrainedDelta(payload);
   if (!payload || payload.trained_deltas === "unchanged") return;
   view.trained = payload.trained_deltas || null;
   deltaSection.hidden = !view.trained;
@@ -52,4 +53,23 @@ function drawTrained(row, index) {
   setWords(`delta-${row}-title`, `${one.shipped ? "This model: trained" : "Trained"} with δ = ${one.delta.toFixed(2)}`);
   setWords(`delta-${row}-words`, `${one.verdict}${found}. ${one.story.words}`);
   deltaSection.dataset[row] = one.delta.toFixed(2);
+}
+
+// The δ slider erases now, while explaining, in a model whose B trained at one δ: its label says
+// which (Gradio's label, with the payload's words after it; a CAM model erases nothing).
+function nameTrainedDelta(payload, tries = 25) {
+  if (!payload || !payload.states || payload !== view.payload) return;
+  const label = document.querySelector("#erase-threshold [data-testid='block-info']");
+  if (!label) {  // the first payload may come before Gradio has drawn its slider
+    if (tries > 0) setTimeout(() => nameTrainedDelta(payload, tries - 1), 200);
+    return;
+  }
+  let words = label.querySelector("[data-trained-delta]");
+  if (!words) {
+    words = document.createElement("span");
+    words.dataset.trainedDelta = "";
+    label.append(words);
+  }
+  words.textContent = payload.acol ? ` (B trained with δ = ${payload.trained_delta.toFixed(2)})`
+    : " (a one-branch CAM model erases nothing)";
 }
