@@ -12,7 +12,8 @@ from torchvision import tv_tensors
 
 from acol.data.readers import CSVBoxDataset
 from acol.data.transforms import train_transform
-from acol.data.synthetic import HEAD_COLORS, MAX_CLASSES, NO_CREST, Parts, SyntheticParts, mask_box, write_examples
+from acol.data.birds import HEAD_COLORS, MAX_CLASSES, mask_box
+from acol.data.synthetic import NO_CREST, Parts, SyntheticParts, write_examples
 
 
 def nearest_mean_accuracy(features: np.ndarray, labels: np.ndarray, num_train: int) -> float:
