@@ -42,8 +42,11 @@ HEAD_AREA_DIVISOR = (6.0, 9.0)  # a disc of the head's radius has the body's are
 
 # How weak the body evidence is (see the module docstring).
 BODY_BORROW_PROBABILITY = 0.3  # chance the body shows a random class's pattern
-STRIPE_ANGLE_JITTER_DEG = 10.0
-STRIPE_PERIOD = (0.045, 0.065)  # the stripes' period, as a share of the picture's side
+STRIPE_ANGLE_JITTER_DEG = 5.0  # 10 made the tilts of neighbouring classes (30 degrees apart) overlap
+# The stripes' period, as a share of the picture's side: 10-15 pixels at the teaching model's 146,
+# one to two of its feature cells (8 pixels). Finer stripes (0.045-0.065, about one cell) left
+# neighbouring tilts hard to tell apart in its features (B named 30-degree bodies 60 in 4 of 10).
+STRIPE_PERIOD = (0.075, 0.1)
 MAX_TINT = 0.2  # fraction of the head colour's chroma tinting the body
 DECOYS = (0, 3)  # the background holds from 0 to 2 body-like patches of random classes
 # Background and distractor colours stay below this chroma (max - min channel), far from any
