@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acol.evaluation.story import Story, peak_pixel, story_figures, story_of, story_words, summarize
+from acol.evaluation.story import Story, choose_examples, peak_pixel, story_figures, story_of, story_words, summarize
 from acol.data.synthetic import Parts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,3 +99,26 @@ def test_the_story_command_prints_one_row_per_checkpoint(tiny_checkpoints, tmp_p
     models = json.loads(out.read_text())["models"]
     assert models["tiny_synthetic_acol"]["pictures"] == 4 and "b_peak_on_body" not in models["tiny_synthetic_cam"]
     assert main([str(tmp_path / "missing.safetensors")]) == 1
+
+
+def test_examples_are_chosen_by_their_stories_a_class_each_then_failures_worth_seeing():
+    def story(label, **facts):
+        return replace(HOLDS, **{"true_class": label, "target_class": label, "b_class": label, "body_class": label,
+                                 **facts})
+    stories = [story(0, b_part="head"), story(1), story(0), story(1), story(2, body_class=3, b_class=3),
+               story(2), story(0, b_part="head")]
+    assert choose_examples(stories, 6) == [2, 1, 5, 4, 0, 3], \
+        "classes 0, 1, 2 where it holds; a borrowed body B names; B on the head; then more that hold"
+    assert choose_examples(stories, 2) == [2, 1]
+
+
+def test_the_story_command_writes_the_chosen_examples(tiny_checkpoints, tmp_path):
+    import csv
+
+    from acol.evaluation.story_command import main
+    assert main([str(tiny_checkpoints / "tiny_synthetic_acol.safetensors"), "--split", "examples", "--count", "12",
+                 "--image-size", "64", "--write-examples", str(tmp_path), "--examples", "3"]) == 0
+    with open(tmp_path / "labels.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert 1 <= len(rows) <= 3 and all((tmp_path / "parts" / row["path"]).is_file() for row in rows)
+    assert all(row["path"].startswith("synthetic_2_") for row in rows), "the examples' seed"

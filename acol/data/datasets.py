@@ -16,7 +16,7 @@ from .synthetic import SyntheticParts
 
 # split -> (num_images, seed). Training uses seeds 0 (train) and 1 (validation); assets/examples
 # are seed 2; "heldout" (seed 3) is never seen by training nor by choosing CAM thresholds.
-SYNTHETIC_SPLITS = {"train": (2000, 0), "test": (500, 1), "heldout": (500, 3)}
+SYNTHETIC_SPLITS = {"train": (2000, 0), "test": (500, 1), "examples": (60, 2), "heldout": (500, 3)}
 
 
 def build_dataset(kind_or_root: str | Path, split: str = "train", transform=None, data_root: str | Path | None = None,

@@ -153,11 +153,10 @@ def story_payload(story: Story, class_names: list[str]) -> dict:
             if story.fused_iou is not None else None, "words": story_words(story, class_names)}
 
 
-def story_figures(explainer, dataset, box_threshold: float | None = None, progress: bool = True) -> dict:
-    """Percentages over a synthetic ``dataset`` (an untransformed ``SyntheticParts``) explained
-    by ``explainer`` (an ``acol.evaluation.explain.Explainer``) as the page explains them: where A's and B's
-    peaks lie, how often B names the true class (on every picture, and on those whose body shows
-    its own class), and how often the page's box finds the bird (IoU >= 0.5)."""
+def stories_of(explainer, dataset, box_threshold: float | None = None, progress: bool = True) -> list[Story]:
+    """The story of every picture of a synthetic ``dataset`` (an untransformed ``SyntheticParts``)
+    explained by ``explainer`` (an ``acol.evaluation.explain.Explainer``) as the page explains it,
+    boxed at ``box_threshold`` (default: the model's own)."""
     threshold = explainer.default_box_threshold if box_threshold is None else box_threshold
     stories = []
     for index in tqdm(range(len(dataset)), desc="story", disable=not progress):
@@ -167,7 +166,30 @@ def story_figures(explainer, dataset, box_threshold: float | None = None, progre
                                         parts=Parts(sample.head_mask, sample.body_mask,
                                                     explainer.class_names[sample.body_class]))
         stories.append(story_of(explanation, threshold))
-    return summarize(stories)
+    return stories
+
+
+def story_figures(explainer, dataset, box_threshold: float | None = None, progress: bool = True) -> dict:
+    """Percentages over a synthetic ``dataset``'s stories (``stories_of``): where A's and B's
+    peaks lie, how often B names the true class (on every picture, and on those whose body shows
+    its own class), and how often the page's box finds the bird (IoU >= 0.5)."""
+    return summarize(stories_of(explainer, dataset, box_threshold, progress))
+
+
+def choose_examples(stories: list[Story], count: int) -> list[int]:
+    """Which pictures a page should bundle, chosen by what they show (never by how sure the
+    model is): for each class in turn, the first picture whose story holds, then pictures where
+    it fails for a reason a student should see (a body that shows another class's stripes; B
+    finding the head too), up to ``count``. The first one is where the page opens."""
+    holds = [index for index, story in enumerate(stories) if story.holds]
+    chosen = [next(index for index in holds if stories[index].true_class == label)
+              for label in sorted({stories[index].true_class for index in holds})]
+    failing = [lambda story: not story.honest_body and story.b_class == story.body_class,
+               lambda story: story.b_part == "head"]
+    for reason in failing:
+        chosen += [index for index, story in enumerate(stories) if not story.holds and reason(story)][:1]
+    chosen += [index for index in holds if index not in chosen]
+    return chosen[:count]
 
 
 def summarize(stories: list[Story]) -> dict:
