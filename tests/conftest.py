@@ -1,3 +1,4 @@
+import csv
 import os
 import shutil
 import struct
@@ -14,6 +15,14 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 REPO = Path(__file__).resolve().parents[1]
 CUB50 = REPO.parent / "shared" / "data" / "cub50"
 ARTIFACTS = REPO / "test-artifacts"
+
+
+def bundled_examples() -> list[Path]:
+    """The bundled synthetic examples in the order the page shows them: assets/examples/labels.csv's
+    (chosen by their stories, the first one where the story holds), not the files' names'."""
+    folder = REPO / "assets" / "examples"
+    with open(folder / "labels.csv", newline="") as file:
+        return [folder / row["path"] for row in csv.DictReader(file)]
 
 
 @pytest.fixture(autouse=True)

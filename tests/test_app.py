@@ -11,10 +11,10 @@ from PIL import Image
 
 from acol.viewer.page import Page
 from acol.viewer.view import Session
-from conftest import REPO, TEACHING_DESCRIPTION, png_header_only
+from conftest import REPO, TEACHING_DESCRIPTION, bundled_examples, png_header_only
 
 ACOL, CAM, TEACHING = "tiny_acol", "tiny_cam", "tiny_synthetic_acol"
-EXAMPLE = sorted((REPO / "assets" / "examples").glob("*.png"))[0]
+EXAMPLE = bundled_examples()[0]
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_the_comparison_boxes_each_model_at_its_own_validated_threshold(client, 
 
 
 def test_an_example_shows_its_true_box_iou_and_class(client):
-    example = sorted((REPO / "assets" / "examples").glob("*.png"))[0]
+    example = bundled_examples()[0]
     _, _, _, status = explain(client, example)
     assert "IoU with true box" in status
     assert f"true class: {(REPO / 'assets' / 'examples' / 'labels.csv').read_text().splitlines()[1].split(',')[1]}" in status

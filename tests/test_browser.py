@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ARTIFACTS, REPO
+from conftest import ARTIFACTS, REPO, bundled_examples
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -173,7 +173,7 @@ def test_hovering_a_cell_outlines_it_in_all_four_panels_and_reads_its_values(vie
     from playwright.sync_api import expect, sync_playwright
 
     from acol.evaluation.explain import Explainer
-    example = sorted((REPO / "assets" / "examples").glob("*.png"))[2]
+    example = bundled_examples()[2]
     explained = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors").explain(
         Image.open(example).convert("RGB"), erase_threshold=0.5)
     row, col = 2, 3
@@ -216,7 +216,7 @@ def test_the_browsers_panels_are_acol_drawings_panels(viewer_url, tiny_checkpoin
 
     from acol.viewer.drawing import render_panels
     from acol.evaluation.explain import Explainer
-    example = sorted((REPO / "assets" / "examples").glob("*.png"))[1]
+    example = bundled_examples()[1]
     explainer = Explainer.from_checkpoint(tiny_checkpoints / "tiny_synthetic_acol.safetensors")
     label, true_box = example_label(example)
     explained = explainer.reexplain(explainer.explain(Image.open(example).convert("RGB"), [true_box],
@@ -246,7 +246,7 @@ def test_the_browsers_panels_are_acol_drawings_panels(viewer_url, tiny_checkpoin
 
 def test_upload_then_the_tabs_draw_only_when_opened(viewer_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
-    example = sorted((REPO / "assets" / "examples").glob("*.png"))[1]  # a known true box, too
+    example = bundled_examples()[1]  # a known true box, too
     (tmp_path / "upload.png").write_bytes(example.read_bytes())
     elsewhere = []
     with sync_playwright() as playwright:
@@ -423,7 +423,7 @@ def test_the_lesson_walks_from_first_to_last_step_and_hides_b_until_a_guess(view
 
 def test_the_lesson_walks_the_picture_shown_an_example_an_upload_or_a_cam_models(viewer_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
-    examples = sorted((REPO / "assets" / "examples").glob("*.png"))
+    examples = bundled_examples()
     elsewhere = []
     with sync_playwright() as playwright:
         browser, page = open_page(playwright, viewer_url, elsewhere)

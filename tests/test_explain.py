@@ -314,7 +314,7 @@ def test_cli_without_a_checkpoint_picks_the_model_the_page_would_and_says_when_a
     teaching = next((REPO / "checkpoints").glob("synthetic_acol_*[0-9].safetensors"))
     assert main([str(photo), "-o", str(tmp_path / "out.png"), "--checkpoint", str(teaching)]) == 0
     printed = capsys.readouterr().out
-    assert "Not made for this picture: this model knows only 4 synthetic bird classes" in printed
+    assert "Not made for this picture: this model knows only 5 synthetic bird classes" in printed  # 4 crests, no-crest
     from acol.viewer.drawing import render_panels
     from acol.evaluation.explain import Explainer
     explainer = Explainer.from_checkpoint(teaching)

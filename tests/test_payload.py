@@ -13,9 +13,9 @@ from acol.viewer.drawing import upsampled
 from acol.evaluation.explain import Explainer
 from acol.evaluation.words import branch_b_verdict
 from acol.viewer.payload import SLIDER_STEPS, page_payload
-from conftest import REPO
+from conftest import REPO, bundled_examples
 
-EXAMPLE = sorted((REPO / "assets" / "examples").glob("*.png"))[0]
+EXAMPLE = bundled_examples()[0]
 
 
 def explainer(head="linear", num_classes=3, input_size=64, num_branches=2) -> Explainer:

@@ -41,13 +41,19 @@ def _to_normalized_float(mean, std) -> list:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
 
 
+def resize_size_for(input_size: int) -> int:
+    """The side a picture is resized to before the crop to ``input_size`` (the paper's 256 -> 224):
+    also the side training draws synthetic pictures at."""
+    return round(input_size * 256 / 224)
+
+
 def train_transform(input_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_size: int | None = None):
     """The paper's training augmentation: resize to a square, random crop, random flip.
 
     resize_size defaults to input_size * 256 / 224 (256 -> 224 as in ImageNet training).
     Boxes follow the crop and flip, are clamped to the crop, and dropped if cropped away.
     """
-    resize_size = resize_size or round(input_size * 256 / 224)
+    resize_size = resize_size or resize_size_for(input_size)
     return v2.Compose([
         v2.Resize((resize_size, resize_size), antialias=True),
         v2.RandomCrop(input_size),

@@ -23,7 +23,7 @@ from ..core.checkpoint import load_checkpoint
 from ..core.device import add_device_flag, resolve_device
 from ..core.history import HistoryError
 from ..data.datasets import build_dataset
-from ..data.transforms import eval_transform, make_loader
+from ..data.transforms import eval_transform, make_loader, resize_size_for
 from .report import ComparisonError, best_iou_file, compare_evaluations, plot_box_accuracy, results_table, save_best_iou
 from .scoring import compute_metrics, map_names, run_inference, score_maps
 from .shipping import ShipRefused, check_shipping, ship_checkpoint, ship_history
@@ -113,7 +113,7 @@ def infer(args, model, config: dict, size: int, device) -> dict:
     data, at input size ``size``; the model is back on the CPU afterwards (shipped from there)."""
     # Synthetic images are drawn as training drew them: the model's classes, rendered at the size
     # its input is resized from (SYNTHETIC_SPLITS holds each split's seed).
-    synthetic = ({"class_names": config["class_names"], "image_size": round(size * 256 / 224)}
+    synthetic = ({"class_names": config["class_names"], "image_size": resize_size_for(size)}
                  if args.data == "synthetic" else {})
     dataset = build_dataset(args.data, args.split, eval_transform(size, config["mean"], config["std"]), **synthetic)
     loader = make_loader(dataset, args.batch_size, args.workers)

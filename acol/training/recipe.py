@@ -9,7 +9,7 @@ import torch
 
 from ..core.model import ACoL
 from ..data.datasets import SYNTHETIC_SPLITS, build_dataset
-from ..data.transforms import eval_transform, train_transform
+from ..data.transforms import eval_transform, resize_size_for, train_transform
 from .config import TrainConfig
 
 
@@ -19,7 +19,7 @@ def build_datasets(config: TrainConfig, mean, std):
     val_tf = eval_transform(config.input_size, mean, std)
     if config.data == "synthetic":
         from ..data.synthetic import SyntheticParts
-        size = round(config.input_size * 256 / 224)
+        size = resize_size_for(config.input_size)
         # Every run seed trains on the same pictures: a seed changes the initialization, the
         # order and the augmentation, never the data, so no seed ever trains on the validation,
         # example or held-out pictures (their generator seeds are SYNTHETIC_SPLITS'). Only the
