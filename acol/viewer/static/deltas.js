@@ -5,6 +5,11 @@
 
 const DELTA_PANELS = ["a", "mask", "b", "fused"];
 const deltaSection = element.querySelector("[data-deltas]");
+// Two rows of the same four panels: the page's model (viewer.html's row) and the chosen δ (its copy).
+const chosenRow = deltaSection.querySelector('[data-delta-row="shipped"]').cloneNode(true);
+chosenRow.dataset.deltaRow = "chosen";
+chosenRow.querySelectorAll("[data-text]").forEach((node) => { node.dataset.text = node.dataset.text.replace("shipped", "chosen"); });
+deltaSection.append(chosenRow);
 const deltaCanvas = (row, id) => deltaSection.querySelector(`[data-delta-row="${row}"] canvas[data-delta="${id}"]`);
 
 // A new payload: its models trained at other δ ("unchanged" after a cell erased by hand, which
