@@ -85,6 +85,21 @@ def test_the_figures_count_the_stories(tiny_checkpoints):
                                   "story_holds": 33.3}
 
 
+def test_the_story_command_draws_pictures_at_the_side_the_models_training_drew_them_at(tiny_checkpoints, monkeypatch):
+    """The model's input size * 256 / 224 (146 px for the 128-px teaching model), unless told."""
+    from acol.core.checkpoint import load_checkpoint
+    from acol.data.synthetic import SyntheticParts
+    from acol.evaluation import story_command
+    checkpoint = tiny_checkpoints / "tiny_synthetic_acol.safetensors"
+    sizes, drawn = [], SyntheticParts.for_classes
+    monkeypatch.setattr(story_command.SyntheticParts, "for_classes",
+                        lambda names, count, size, seed: sizes.append(size) or drawn(names, count, size, seed=seed))
+    assert story_command.main([str(checkpoint), "--count", "2"]) == 0
+    assert story_command.main([str(checkpoint), "--count", "2", "--image-size", "64"]) == 0
+    input_size = load_checkpoint(checkpoint)[1]["input_size"]
+    assert sizes == [round(input_size * 256 / 224), 64]
+
+
 def test_the_story_command_prints_one_row_per_checkpoint(tiny_checkpoints, tmp_path, capsys):
     import json
 
