@@ -23,7 +23,8 @@ from ..core.maps import upsample_maps
 from ..core.replay import replay
 from ..evaluation.explain import Explainer
 from ..evaluation.explanation import Explanation
-from .payload import cell_bytes, peak_cell
+from ..evaluation.story import peak_cell
+from .payload import cell_bytes
 
 FIGURES = {"loss_A": "train_loss_A", "loss_B": "train_loss_B", "top1_A": "train_top1_A", "top1_B": "train_top1_B"}
 

@@ -31,7 +31,7 @@ from PIL import Image
 from ..core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
 from ..core.model import ACoL
 from ..evaluation.explanation import Explanation
-from ..evaluation.story import story_of, story_payload
+from ..evaluation.story import peak_cell, story_of, story_payload
 from ..evaluation.words import caption_head, erasing_phrase, verdict_line
 from .style import (COLOR_LUT, ERASED_COLOR, ERASED_OPACITY, ERASED_SWATCH, KEPT_SWATCH, MAP_OPACITY,
                     PREDICTED_BOX_COLOR, TRUE_BOX_COLOR, box_line_width)
@@ -57,11 +57,6 @@ def cell_bytes(values: torch.Tensor | np.ndarray) -> str:
     """A [0, 1] array as base64 bytes, 0-255, rounded as ``acol.viewer.drawing`` indexes its colours."""
     values = np.asarray(values.cpu() if torch.is_tensor(values) else values, dtype=np.float32)
     return base64.b64encode(np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()).decode()
-
-
-def peak_cell(localization_map: torch.Tensor) -> list[int]:
-    """``[row, col]`` of a map's highest cell (the first of equals)."""
-    return list(divmod(int(localization_map.flatten().argmax()), localization_map.shape[-1]))
 
 
 def _floats(values: torch.Tensor | np.ndarray) -> str:
