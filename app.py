@@ -34,7 +34,8 @@ import gradio as gr  # noqa: E402  (after the settings above)
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.viewer.page import Page, page_text  # noqa: E402
-from acol.viewer.gradio_adapters import Layout, image_input, picture, session_copies_keep_their_ids  # noqa: E402
+from acol.viewer.gradio_adapters import (Layout, image_input, picture, session_copies_keep_their_ids,  # noqa: E402
+                                         tab_memory)
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
 from acol.viewer.script_endpoints import wire_script_events  # noqa: E402
 from acol.viewer.scripts import Scripts  # noqa: E402
@@ -73,7 +74,7 @@ def build_layout(page: Page) -> Layout:
     """The image, the model and its knobs, its examples, then the four views under them (on a
     phone, CSS puts the views right after the image), the tabs and the export."""
     first = page.first
-    session = gr.State(first.session, time_to_live=3600)  # an idle tab's image and features go after an hour
+    session = tab_memory(first.session)
     with gr.Row(elem_id="top"):
         with gr.Column(scale=2, min_width=260, elem_id="image-column"):
             image = image_input(label="Image (upload or paste)", sources=["upload", "clipboard"], height=280,

@@ -1,5 +1,6 @@
 """The viewer's callbacks, scripted through gradio_client against a server the tests start."""
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -109,9 +110,10 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     choose = next(fn for fn in demo.fns.values() if fn.api_name == "choose_model")
     assert not any(isinstance(block, app.gr.Dataset) for block in choose.outputs), \
         "an updated Dataset is rebuilt from its folder's paths, which the server may not read then"
-    session = next(block for block in demo.blocks.values() if isinstance(block, app.gr.State)
-                   and isinstance(block.value, Session))
-    assert session.value.explanation.model_name == TEACHING  # the slider and clicks work on it at once
+    session = next(block for block in demo.blocks.values() if isinstance(block, app.gr.State))
+    first = session.value()  # a function: Gradio's config of a State holding the Session deep-copied its tensors
+    assert isinstance(first, Session) and first.explanation.model_name == TEACHING  # the slider and clicks work on it
+    assert copy.deepcopy(first) is first, "new tabs share the first session (events never change one in place)"
 
 
 def test_the_first_view_answers_the_controls_without_an_upload(viewer_url):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .view import KEEP, Update, View
+from .view import KEEP, Session, Update, View
 
 
 def image_input(**options) -> gr.Image:
@@ -24,6 +24,15 @@ def image_input(**options) -> gr.Image:
     decode = image.preprocess
     image.preprocess = lambda payload: payload.path if payload is not None and payload.path else decode(payload)
     return image
+
+
+def tab_memory(first: Session) -> gr.State:
+    """The State that holds a tab's Session, ``first`` when the tab opens. Given as a function, not
+    as the Session: Gradio builds a State's config from its value, a dataclass as a deep copy of
+    every tensor in it (``dataclasses.asdict``), only to delete it, for every tab that opens and
+    every event that stores its session (bench/app_load.py: a quarter of the server's time for 30
+    example clicks at once). A function's config costs nothing; Gradio calls it when a tab opens."""
+    return gr.State(lambda: first, time_to_live=3600)  # an idle tab's image and features go after an hour
 
 
 def picture(**options) -> gr.Image:

@@ -45,6 +45,12 @@ class Session:
     open_tab: str = "read"                  # whose picture follows the page: "read" (none), "sweep", "compare"
     model_picked: bool = False              # did the user choose a model? if not, uploads go to the everyday model
 
+    def __deepcopy__(self, memo) -> "Session":
+        """The same session: one is never changed in place (each event makes a new one with
+        ``dataclasses.replace``), and Gradio deep-copies a State's first value for every new tab:
+        every tensor of the first picture's explanation, for nothing (``tab_memory``)."""
+        return self
+
 
 @dataclass
 class View:
