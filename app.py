@@ -34,7 +34,8 @@ import gradio as gr  # noqa: E402  (after the settings above)
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.viewer.page import Page, page_text  # noqa: E402
-from acol.viewer.gradio_adapters import (Layout, image_input, picture, session_copies_keep_their_ids,  # noqa: E402
+from acol.viewer.gradio_adapters import (Layout, image_input, payload_text, picture,  # noqa: E402
+                                         session_copies_keep_their_ids, sessions_start_without_a_page_copy,
                                          tab_memory)
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
 from acol.viewer.script_endpoints import wire_script_events  # noqa: E402
@@ -128,8 +129,8 @@ def examples_column(page: Page) -> tuple:
 
 def views(page: Page) -> tuple:
     """The four views (drawn in the browser), and erasing a cell by hand by its row and column."""
-    viewer = gr.HTML(page.first.payload, html_template=page_text("viewer.html"), css_template=page_text("viewer.css"),
-                     js_on_load="\n".join(page_text(name) for name in VIEWER_SCRIPTS), elem_id="viewer",
+    viewer = gr.HTML(payload_text(page.first.payload), html_template=page_text("viewer.html"),
+                     css_template=page_text("viewer.css"), js_on_load="\n".join(page_text(name) for name in VIEWER_SCRIPTS), elem_id="viewer",
                      padding=False)
     by_hand = gr.Checkbox(False, visible=False)
     gr.Markdown(page_text("by_hand.md"), elem_id="by-hand")
@@ -251,6 +252,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
     on_gpu = spaces.GPU(duration=GPU_SECONDS)(page.runner.run_here)  # elsewhere spaces.GPU changes nothing
     page.runner.run = GpuOrCpu(on_gpu, page.cpu_runner.run_here, where) if on_zerogpu else on_gpu
     session_copies_keep_their_ids()
+    sessions_start_without_a_page_copy()
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour
     # (not the pictures the page is built with, nor the examples: Gradio keeps those).
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

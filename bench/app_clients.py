@@ -4,6 +4,7 @@ script), each with its own session and photo."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -158,7 +159,7 @@ def page_reply(outputs, payload_at: int) -> tuple[str, dict]:
     """(status, baseline choices) of a page event's outputs (what gradio_client returns of
     acol.viewer.page's View: ..., the payload at ``payload_at``, the classes and the baselines after it):
     the payload's caption and every δ step's verdict, which tell one image and model from another."""
-    payload, baselines = outputs[payload_at], outputs[payload_at + 2]
+    payload, baselines = json.loads(outputs[payload_at]), outputs[payload_at + 2]  # the payload comes as JSON text
     baselines = baselines if isinstance(baselines, dict) and "value" in baselines else {"value": None}
     if "states" not in payload:
         return payload["message"], baselines

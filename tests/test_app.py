@@ -98,7 +98,7 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     demo = app.build_demo(tiny_checkpoints, [REPO / "assets" / "examples", tiny_cub_root])
     model = next(block for block in demo.blocks.values() if getattr(block, "label", None) == "Model")
     assert model.value == TEACHING and [value for _, value in model.choices][:2] == [TEACHING, ACOL]
-    payload = by_elem_id(demo, "viewer").value  # what the browser draws the four panels from
+    payload = json.loads(by_elem_id(demo, "viewer").value)  # what the browser draws the four panels from
     assert payload["model"] == TEACHING and payload["grid"] == [8, 8] and payload["view"]["delta"] == 0.5
     shown = payload["steps"][payload["deltas"].index(0.5)]
     assert "δ = 0.50" in shown["erasing"] and "cells erased (δ = 0.50)" in shown["verdict"]
@@ -114,6 +114,18 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
     first = session.value()  # a function: Gradio's config of a State holding the Session deep-copied its tensors
     assert isinstance(first, Session) and first.explanation.model_name == TEACHING  # the slider and clicks work on it
     assert copy.deepcopy(first) is first, "new tabs share the first session (events never change one in place)"
+
+
+def test_a_new_tab_shares_the_first_session_and_copies_nothing_of_the_page(viewer_demo):
+    """Gradio built the config of all of the page's components for each new session (kept for deep
+    links, which the page does not offer), and deep-copied the first session's tensors into it:
+    most of the server's time when a class of 30 clicked their first example at once."""
+    import app
+    from gradio.state_holder import SessionState
+    new_tab = SessionState(viewer_demo)
+    assert new_tab.config_values == {}, "no copy of the page's config"
+    state = next(block for block in viewer_demo.blocks.values() if isinstance(block, app.gr.State))
+    assert new_tab[state._id] is state.value() is viewer_demo.acol_page.first.session, "the first view's, shared"
 
 
 def test_the_first_view_answers_the_controls_without_an_upload(viewer_url):

@@ -8,6 +8,7 @@ imports it once it has set Gradio's environment (analytics off, offline).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import gradio as gr
@@ -24,6 +25,14 @@ def image_input(**options) -> gr.Image:
     decode = image.preprocess
     image.preprocess = lambda payload: payload.path if payload is not None and payload.path else decode(payload)
     return image
+
+
+def payload_text(payload):
+    """The viewer's payload (``acol.viewer.payload``) as Gradio sends it: JSON text, which
+    viewer.js parses. As a dict, Gradio walked every list and number in it twice per event,
+    looking for files to serve (a quarter of the server's time for 30 example clicks at once,
+    bench/app_load.py); text is one value. ``KEEP`` stays ``KEEP``."""
+    return json.dumps(payload, separators=(",", ":")) if isinstance(payload, dict) else payload
 
 
 def tab_memory(first: Session) -> gr.State:
@@ -82,6 +91,32 @@ def session_copies_keep_their_ids() -> None:
     SessionState.__setitem__ = store_keeping_id
 
 
+def sessions_start_without_a_page_copy() -> None:
+    """Have Gradio start a session without a copy of the whole page's config.
+
+    Gradio (6.x) builds, for every new session, the config of every component on the page (52
+    here, each through ``inspect.signature``) and keeps it only to rebuild the page for a deep link
+    (``gr.DeepLinkButton``, ``/gradio_api/deep_link``), which this page does not offer: about a
+    quarter of the server's time when a class clicks its first example (bench/app_load.py). A
+    session here starts with none; Gradio adds a component's config when an event changes it, as
+    before. Idempotent."""
+    from gradio.state_holder import SessionState
+    start = SessionState.__init__
+    if getattr(start, "without_page_copy", False):
+        return
+
+    class PageWithoutComponents:
+        """What ``SessionState.__init__`` reads of a Blocks: its config, and the components it copies (none)."""
+
+        def __init__(self, blocks):
+            self.default_config, self.blocks = blocks.default_config, {}
+
+    def start_without_page_copy(self, blocks):
+        start(self, PageWithoutComponents(blocks))
+    start_without_page_copy.without_page_copy = True
+    SessionState.__init__ = start_without_page_copy
+
+
 def shown_per_group(shown, groups: int) -> list:
     """``View.examples_shown`` as one update per example group's box."""
     return [gr.skip()] * groups if shown is KEEP else [gr.update(visible=visible) for visible in shown]
@@ -134,4 +169,5 @@ class Layout:
         groups, fields = len(self.example_boxes), self.fields()
         return [view.session] + [value for name in names for value in (
             shown_per_group(view.examples_shown, groups) if name == "examples_shown"
-            else [as_output(getattr(view, name), fields[name][0], given or {})])]
+            else [as_output(payload_text(view.payload) if name == "payload" else getattr(view, name), fields[name][0],
+                            given or {})])]

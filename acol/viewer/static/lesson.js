@@ -256,11 +256,15 @@ document.addEventListener("keydown", (event) => {
     localStorage.setItem("acol-lesson-seen", "1");
     document.getElementById("lesson-invite").hidden = true;
   });
-  const opensOnAPicture = Boolean(props.value && props.value.states);
+  const opensOnAPicture = Boolean(payloadOf(props.value)?.states);
   if (!localStorage.getItem("acol-lesson-seen") && opensOnAPicture) document.getElementById("lesson-invite").hidden = false;
 })(25);
 
-watch("value", () => load(props.value));
+// The server sends the payload as JSON text (acol.viewer.gradio_adapters.payload_text).
+function payloadOf(value) {
+  return typeof value === "string" ? (value ? JSON.parse(value) : null) : value;
+}
+watch("value", () => load(payloadOf(props.value)));
 element.acolView = view;  // for the browser tests: what is drawn, and when it was painted
 element.acolShow = load;  // and to draw a payload a test made (a story that does not hold, say)
-load(props.value);
+load(payloadOf(props.value));
