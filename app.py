@@ -130,8 +130,8 @@ def examples_column(page: Page) -> tuple:
 def views(page: Page) -> tuple:
     """The four views (drawn in the browser), and erasing a cell by hand by its row and column."""
     viewer = gr.HTML(payload_text(page.first.payload), html_template=page_text("viewer.html"),
-                     css_template=page_text("viewer.css"), js_on_load="\n".join(page_text(name) for name in VIEWER_SCRIPTS), elem_id="viewer",
-                     padding=False)
+                     css_template=page_text("viewer.css"), elem_id="viewer", padding=False,
+                     js_on_load="\n".join(page_text(name) for name in VIEWER_SCRIPTS))
     by_hand = gr.Checkbox(False, visible=False)
     gr.Markdown(page_text("by_hand.md"), elem_id="by-hand")
     with gr.Row(equal_height=True):
