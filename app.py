@@ -34,9 +34,9 @@ import gradio as gr  # noqa: E402  (after the settings above)
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.viewer.page import Page, page_text  # noqa: E402
-from acol.viewer.gradio_adapters import (Layout, image_input, payload_text, picture,  # noqa: E402
-                                         session_copies_keep_their_ids, sessions_start_without_a_page_copy,
-                                         tab_memory)
+from acol.viewer.gradio_adapters import (Layout, api_schemas_computed_once, image_input, payload_text,  # noqa: E402
+                                         picture, session_copies_keep_their_ids,
+                                         sessions_start_without_a_page_copy, tab_memory)
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
 from acol.viewer.script_endpoints import wire_script_events  # noqa: E402
 from acol.viewer.scripts import Scripts  # noqa: E402
@@ -253,6 +253,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
     page.runner.run = GpuOrCpu(on_gpu, page.cpu_runner.run_here, where) if on_zerogpu else on_gpu
     session_copies_keep_their_ids()
     sessions_start_without_a_page_copy()
+    api_schemas_computed_once()
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour
     # (not the pictures the page is built with, nor the examples: Gradio keeps those).
     with gr.Blocks(title="ACoL viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

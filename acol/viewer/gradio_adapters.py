@@ -8,6 +8,7 @@ imports it once it has set Gradio's environment (analytics off, offline).
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 
@@ -115,6 +116,30 @@ def sessions_start_without_a_page_copy() -> None:
         start(self, PageWithoutComponents(blocks))
     start_without_page_copy.without_page_copy = True
     SessionState.__init__ = start_without_page_copy
+
+
+def api_schemas_computed_once() -> None:
+    """Have Gradio compute a component class's API schema once, not once per component object.
+
+    Gradio (6.x) builds a new component for every update of an output, even a skip (the tab
+    pictures skipped by every picture event), and each new one makes its API schema again with
+    pydantic (``Component.api_info``: ~4 ms for an image), which depends on the component's data
+    model alone. Here a data model's schema is made once and each component gets its own copy.
+    Idempotent."""
+    from gradio.components.base import Component
+    make = Component.api_info
+    if getattr(make, "once", False):
+        return
+    schemas = {}
+
+    def api_info_once(self):
+        if self.data_model is None:
+            return make(self)
+        if self.data_model not in schemas:
+            schemas[self.data_model] = make(self)
+        return copy.deepcopy(schemas[self.data_model])
+    api_info_once.once = True
+    Component.api_info = api_info_once
 
 
 def shown_per_group(shown, groups: int) -> list:
