@@ -36,7 +36,7 @@ from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.viewer.page import Page, page_text  # noqa: E402
 from acol.viewer.gradio_adapters import (Layout, api_schemas_computed_once, image_input, payload_text,  # noqa: E402
                                          picture, session_copies_keep_their_ids,
-                                         sessions_start_without_a_page_copy, tab_memory)
+                                         sessions_keep_no_page_config, tab_memory)
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
 from acol.viewer.script_endpoints import wire_script_events  # noqa: E402
 from acol.viewer.scripts import Scripts  # noqa: E402
@@ -252,7 +252,7 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
     on_gpu = spaces.GPU(duration=GPU_SECONDS)(page.runner.run_here)  # elsewhere spaces.GPU changes nothing
     page.runner.run = GpuOrCpu(on_gpu, page.cpu_runner.run_here, where) if on_zerogpu else on_gpu
     session_copies_keep_their_ids()
-    sessions_start_without_a_page_copy()
+    sessions_keep_no_page_config()
     api_schemas_computed_once()
     # delete_cache: Gradio keeps a copy of every upload and picture; drop those older than an hour
     # (not the pictures the page is built with, nor the examples: Gradio keeps those).

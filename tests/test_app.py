@@ -117,13 +117,17 @@ def test_the_page_opens_on_the_teaching_model_and_its_first_example_drawn(tiny_c
 
 
 def test_a_new_tab_shares_the_first_session_and_copies_nothing_of_the_page(viewer_demo):
-    """Gradio built the config of all of the page's components for each new session (kept for deep
-    links, which the page does not offer), and deep-copied the first session's tensors into it:
-    most of the server's time when a class of 30 clicked their first example at once."""
+    """Gradio built the config of all of the page's components for each new session, and of each
+    one an event changed (kept for deep links, which the page does not offer), and deep-copied the
+    first session's tensors into it: most of the server's time when a class of 30 clicked their
+    first example at once."""
     import app
     from gradio.state_holder import SessionState
     new_tab = SessionState(viewer_demo)
     assert new_tab.config_values == {}, "no copy of the page's config"
+    viewer = next(key for key, block in viewer_demo.blocks.items() if getattr(block, "elem_id", None) == "viewer")
+    new_tab._update_value_in_config(viewer, "{}")  # as Gradio does for each output of an event
+    assert new_tab.config_values == {viewer: {}}, "nor of a component an event changed"
     state = next(block for block in viewer_demo.blocks.values() if isinstance(block, app.gr.State))
     assert new_tab[state._id] is state.value() is viewer_demo.acol_page.first.session, "the first view's, shared"
 

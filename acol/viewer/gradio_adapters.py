@@ -92,18 +92,19 @@ def session_copies_keep_their_ids() -> None:
     SessionState.__setitem__ = store_keeping_id
 
 
-def sessions_start_without_a_page_copy() -> None:
-    """Have Gradio start a session without a copy of the whole page's config.
+def sessions_keep_no_page_config() -> None:
+    """Have Gradio keep no copy of the page's config in a session.
 
     Gradio (6.x) builds, for every new session, the config of every component on the page (52
-    here, each through ``inspect.signature``) and keeps it only to rebuild the page for a deep link
-    (``gr.DeepLinkButton``, ``/gradio_api/deep_link``), which this page does not offer: about a
-    quarter of the server's time when a class clicks its first example (bench/app_load.py). A
-    session here starts with none; Gradio adds a component's config when an event changes it, as
-    before. Idempotent."""
+    here, each through ``inspect.signature``), and again for each component an event changes,
+    and keeps them only to rebuild the page for a deep link (``gr.DeepLinkButton``,
+    ``/gradio_api/deep_link``) or to send what a ``gr.render`` drew; this page has neither. That
+    was most of the server's time when a class clicked its first example at once
+    (bench/app_load.py). A session here starts with no copy and its configs are empty; what the
+    session holds (its state, its copies of components) is kept as before. Idempotent."""
     from gradio.state_holder import SessionState
     start = SessionState.__init__
-    if getattr(start, "without_page_copy", False):
+    if getattr(start, "keeps_no_page_config", False):
         return
 
     class PageWithoutComponents:
@@ -112,10 +113,11 @@ def sessions_start_without_a_page_copy() -> None:
         def __init__(self, blocks):
             self.default_config, self.blocks = blocks.default_config, {}
 
-    def start_without_page_copy(self, blocks):
+    def start_without_page_config(self, blocks):
         start(self, PageWithoutComponents(blocks))
-    start_without_page_copy.without_page_copy = True
-    SessionState.__init__ = start_without_page_copy
+        self.blocks_config.config_for_block = lambda *args, **kwargs: {}  # this session's copy only
+    start_without_page_config.keeps_no_page_config = True
+    SessionState.__init__ = start_without_page_config
 
 
 def api_schemas_computed_once() -> None:
