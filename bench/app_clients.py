@@ -93,6 +93,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         raise RuntimeError(f"no {field} for process {self.process.pid}")
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the server has used so far (user + system, every thread)."""
+        fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def reset_peak(self) -> None:
         with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
             refs.write("5")

@@ -18,9 +18,10 @@ CAM" tab (/compare), so every upload redraws the comparison too.
 
 Printed per N and per kind of request: the median, p95 and slowest latency (from the moment all
 users fired to each reply), errors, isolation errors (a reply that differs from what that user's
-requests gave when alone on the server) and the server's peak memory. ``--soak`` then keeps all
-N users busy for that many seconds and prints the server's memory over time with its growth
-per request. Loopback only; bounded in users, requests and time. Linux (reads /proc).
+requests gave when alone on the server), the server's peak memory and the CPU time the server used
+over that burst (all its threads; the clients run in this process, not the server's). ``--soak``
+then keeps all N users busy for that many seconds and prints the server's memory over time with
+its growth per request. Loopback only; bounded in users, requests and time. Linux (reads /proc).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def run_users(server: Server, photos_: list[Path], model: str, moves: int, expec
     timings = {"example": [], "upload": [], "slider": []}
     errors, isolation_errors = [], 0
     lock = threading.Lock()
-    together = threading.Barrier(len(users))
+    cpu_at = []  # the server's CPU time when each timed burst starts, and at the end
+    together = threading.Barrier(len(users), action=lambda: cpu_at.append(server.cpu_seconds()))
 
     def timed(what: str, request):
         together.wait()  # everyone at the same moment, as a class told "now click"
@@ -97,8 +99,12 @@ def run_users(server: Server, photos_: list[Path], model: str, moves: int, expec
     with ThreadPoolExecutor(len(users)) as pool:
         list(pool.map(act, users))
     wall = time.perf_counter() - started
+    cpu_at.append(server.cpu_seconds())
+    # The clicks' burst runs from the first mark to the second, the uploads' (and, for scripts, the
+    # slider moves') from the second to the end.
+    cpu = dict(zip(("example", "upload"), np.diff(cpu_at))) if len(cpu_at) == 3 else {}
     return {"requests": sum(user.requests for user in users), "wall": wall, "timings": timings, "errors": errors,
-            "isolation_errors": isolation_errors, "peak_mb": server.memory_mb("VmHWM")}
+            "isolation_errors": isolation_errors, "peak_mb": server.memory_mb("VmHWM"), "cpu": cpu}
 
 
 def soak(server: Server, photos_: list[Path], model: str, seconds: float, compare_open: bool,
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            shelf[model].default_box_threshold))
         expected = alone(args, pictures, model)
         print(f"{'users':>5} {'requests':>8} {'what':>8} {'p50':>8} {'p95':>8} {'last':>8} {'errors':>6} "
-              f"{'isolation':>9} {'peak MB':>8}")
+              f"{'isolation':>9} {'peak MB':>8} {'server CPU':>10}")
         for users in args.users:
             server = Server(Path(args.checkpoints))
             try:
@@ -225,7 +231,8 @@ def print_load(users: int, result: dict, args) -> None:
         if times:
             print(f"{users:5d} {result['requests']:8d} {what:>8} {1000 * statistics.median(times):6.0f}ms "
                   f"{1000 * percentile(times, 95):6.0f}ms {1000 * max(times):6.0f}ms "
-                  f"{len(result['errors']):6d} {result['isolation_errors']:9d} {result['peak_mb']:8.0f}")
+                  f"{len(result['errors']):6d} {result['isolation_errors']:9d} {result['peak_mb']:8.0f} "
+                  f"{result['cpu'].get(what, float('nan')):9.2f}s")
     if not args.scripts:
         print(f"      slider moves: {users * args.moves}, drawn in the browser: no request, not timed")
     for error in result["errors"][:3]:
