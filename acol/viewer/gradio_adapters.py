@@ -40,8 +40,9 @@ def tab_memory(first: Session) -> gr.State:
     """The State that holds a tab's Session, ``first`` when the tab opens. Given as a function, not
     as the Session: Gradio builds a State's config from its value, a dataclass as a deep copy of
     every tensor in it (``dataclasses.asdict``), only to delete it, for every tab that opens and
-    every event that stores its session (bench/app_load.py: a quarter of the server's time for 30
-    example clicks at once). A function's config costs nothing; Gradio calls it when a tab opens."""
+    every event that stores its session (about a tenth of the server's time for 30 example clicks
+    at once, bench/app_load.py). A function's config costs nothing; Gradio calls it when a tab
+    opens, and new tabs share that Session (``Session.__deepcopy__``)."""
     return gr.State(lambda: first, time_to_live=3600)  # an idle tab's image and features go after an hour
 
 
@@ -194,7 +195,10 @@ class Layout:
         event was ``given`` as an input ({component's id: its value}) gets a plain value: the
         update's, else the one it had."""
         groups, fields = len(self.example_boxes), self.fields()
+
+        def field(name):
+            """A View field as Gradio takes it: the payload as JSON text (``payload_text``)."""
+            return payload_text(view.payload) if name == "payload" else getattr(view, name)
         return [view.session] + [value for name in names for value in (
             shown_per_group(view.examples_shown, groups) if name == "examples_shown"
-            else [as_output(payload_text(view.payload) if name == "payload" else getattr(view, name), fields[name][0],
-                            given or {})])]
+            else [as_output(field(name), fields[name][0], given or {})])]

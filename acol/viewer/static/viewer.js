@@ -2,8 +2,8 @@
 //
 // Runs as the body of gr.HTML's `js_on_load`: `element` is the component, `props.value` the
 // payload (as JSON text), `trigger(event, data)` sends an event to the server and `watch` calls
-// back when the server sends a new payload. Nothing here computes a map, a mask or a box: they all come
-// computed, for every step of both sliders. This file keeps the view's state, picks what to show
+// back when the server sends a new payload. Nothing here computes a map, a mask or a box: they
+// all come computed, for every step of both sliders. This file keeps the view's state, picks what to show
 // at the sliders' values, finds the feature cell under the pointer, writes the words it was sent
 // and wires the page's inputs; panels.js draws (resizes, colours and blends as
 // acol/viewer/drawing.py does).
