@@ -71,10 +71,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DATA, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import yaml
+    from acol.data.transforms import resize_size_for
     config = yaml.safe_load(CONFIG.read_text())
     dry = args.dry_run
     args.input_size = args.input_size or (64 if dry else config["input_size"])
-    args.resize_size = args.resize_size or (round(args.input_size * 256 / 224) if dry or args.input_size != config["input_size"]
+    args.resize_size = args.resize_size or (resize_size_for(args.input_size) if dry or args.input_size != config["input_size"]
                                             else config["resize_size"])
     args.batch_size = args.batch_size or (8 if dry else config["batch_size"])
     args.max_epochs = args.max_epochs or (1 if dry else config["epochs"])
