@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.maps import box_iou, fuse_maps, largest_region_boxes, normalize_maps, resize_weights, upsample_maps
+from ..core.maps import (box_iou, fuse_maps, largest_region_boxes, normalize_maps, quantized_maps, resize_weights,
+                         upsample_maps)
 from ..core.model import ACoL
 from ..evaluation.explanation import Explanation
 from ..evaluation.story import peak_cell, story_of, story_payload
@@ -126,12 +127,9 @@ def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) ->
     the ranges of their pictures), and the box cut from the fused map at each box threshold, as
     ``acol.viewer.drawing`` cuts it, with its IoU with the true box."""
     size = explanation.display.shape[:2]
-    fused_resized = upsample_maps(fused, size)  # all states at once: two matrix products
-    low, high = fused_resized.amin((-2, -1), keepdim=True), fused_resized.amax((-2, -1), keepdim=True)
-    fused_range = torch.cat([low, high], -1).view(-1, 2).cpu().tolist()
-    # normalize_maps then maps.quantized_map, from the ranges in hand (a flat map marks nothing)
-    quantized = ((fused_resized - low) / (high - low).clamp_min(1e-12) * 255).to(torch.uint8)
-    quantized = torch.where(high > low, quantized, 0).cpu().numpy()
+    fused_resized = upsample_maps(fused, size).cpu().numpy()  # all states at once: two matrix products
+    fused_range = np.stack([fused_resized.min((-2, -1)), fused_resized.max((-2, -1))], -1).tolist()
+    quantized = quantized_maps(fused_resized)  # as maps.cut_map cuts each
     boxes = largest_region_boxes(quantized, [int(threshold * 255) for threshold in thresholds])
     true_boxes = explanation.display_boxes()
     ious = (box_iou(boxes.reshape(-1, 4), true_boxes).amax(1).view(len(boxes), -1).tolist()
