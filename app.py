@@ -31,6 +31,7 @@ import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402  (after the settings above)
+import torch  # noqa: E402
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.viewer.page import Page, page_text  # noqa: E402
@@ -40,7 +41,7 @@ from acol.viewer.gradio_adapters import (Layout, api_schemas_computed_once, imag
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
 from acol.viewer.script_endpoints import wire_script_events  # noqa: E402
 from acol.viewer.scripts import Scripts  # noqa: E402
-from acol.viewer.serving import keep_trimming_freed_memory, map_large_blocks_separately  # noqa: E402
+from acol.viewer.serving import keep_trimming_freed_memory, share_few_heaps  # noqa: E402
 from acol.viewer.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
 from acol.viewer.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E402
 
@@ -271,13 +272,22 @@ def build_demo(checkpoint_dir: str | Path = CHECKPOINTS, examples_dirs=(), devic
 
 def launch(demo: gr.Blocks, **options):
     """``demo.launch`` with the page's look, an upload limit and memory that stays flat under load
-    (large blocks returned when freed, the rest trimmed every 10 s); ``options`` go to Gradio
+    (two glibc heaps for all threads, trimmed every 10 s); ``options`` go to Gradio
     (server_name, ...). Server-side rendering follows ``GRADIO_SSR_MODE`` (off unless it says
     true, as Hugging Face Spaces does; it needs Node 24+, README "Limits")."""
-    map_large_blocks_separately()
+    share_few_heaps()
     keep_trimming_freed_memory()
 
     return demo.launch(theme=THEME, css=page_text("page.css"), max_file_size=MAX_UPLOAD, **options)
+
+
+def share_cores_between_uploads() -> int:
+    """Give each of the UPLOAD_CONCURRENCY uploads explained at once its share of torch's threads
+    (by default each took all of them: on 2 cores, two uploads ran 4 threads that waited on each
+    other). For a server: one user alone waits a little longer for the backbone, a class less
+    (README, "a class of 30"). Returns the threads each upload now has."""
+    torch.set_num_threads(max(1, torch.get_num_threads() // UPLOAD_CONCURRENCY))
+    return torch.get_num_threads()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -288,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=os.environ.get("ACOL_DEVICE", "auto"), help=DEVICE_HELP)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args(argv)
+    share_cores_between_uploads()
     launch(build_demo(args.checkpoints, [*BUNDLED_EXAMPLES, *args.examples], args.device),
            server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), share=args.share)

@@ -5,9 +5,9 @@ CPU host, from requests it cannot trust. Read top to bottom:
 
 - ``call_with_timeout``: a request runs in a small, shared pool of threads and is abandoned with
   ``RequestTimeout`` past its time limit, so one slow upload cannot hold a user's page forever.
-- glibc allocator tuning (``map_large_blocks_separately``, ``trim_freed_memory``,
-  ``keep_trimming_freed_memory``): large blocks are returned when freed and the rest trimmed
-  every few seconds, so memory stays flat under load instead of growing with every request.
+- glibc allocator tuning (``share_few_heaps``, ``trim_freed_memory``,
+  ``keep_trimming_freed_memory``): every thread allocates from two heaps, which are trimmed every
+  few seconds, so memory stays flat under load instead of growing with every request.
 
 What the page offers is ``acol.viewer.shelf``, what it computes and shares ``acol.viewer.answers``, its events
 ``acol.viewer.page``; nothing here imports Gradio.
@@ -31,7 +31,8 @@ class RequestTimeout(TimeoutError):
     """A viewer request that ran past its time limit."""
 
 
-_request_workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acol-request")
+REQUEST_WORKERS = 2  # requests that run at once (and glibc heaps, share_few_heaps)
+_request_workers = ThreadPoolExecutor(max_workers=REQUEST_WORKERS, thread_name_prefix="acol-request")
 
 
 def call_with_timeout(timeout_s: float, function, *args, **kwargs):
@@ -71,28 +72,27 @@ def trim_freed_memory() -> bool:
     return _glibc_call("malloc_trim", 0)
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's <malloc.h>
-LARGE_BLOCK = 1 << 20        # bytes
-TRIM_THRESHOLD = 128 << 10   # glibc's default, before it raised it while the model loaded
+M_ARENA_MAX = -8  # glibc's <malloc.h>
 
 
-def map_large_blocks_separately(threshold_bytes: int = LARGE_BLOCK) -> bool:
-    """Have glibc serve every block of ``threshold_bytes`` or more (decoded uploads, backbone
-    activations) from its own memory map, returned to the system the moment it is freed, and
-    keep no more than 128 KB free at the top of each heap.
+def share_few_heaps(heaps: int = REQUEST_WORKERS) -> bool:
+    """Have all of the server's threads allocate from at most ``heaps`` glibc heaps (arenas).
 
-    By default glibc raises the first threshold each time such a block is freed (from 128 KB up
-    to 32 MB) and the second with it (to twice that), so the large, short-lived blocks of the
-    server's many worker threads end up in their heaps, which grow in steps and never shrink:
-    +8 KB a request over a 5-minute, 16-user soak (bench/app_load.py). With both fixed, the
-    same soak stayed flat (+0.9 KB a request, within the ~20 MB the load makes RSS wobble) and
-    went back to its starting RSS when the load stopped. Fixing only the first left +6 KB a
-    request; a 4 MB top, +5.7. The price is fresh pages for every large block: the soak's
-    server answered about a quarter fewer requests (~6,000 against ~8,000 in 300 s), and at a
-    128 KB first threshold a third fewer.
+    By default glibc gives threads up to 8 heaps per core, and the server has dozens of threads
+    (Gradio's, HTTP's, the request workers): each heap keeps what its threads freed, so memory
+    grows with the number of threads that ever held a large block. Few heaps keep the freed
+    memory in few places, where ``trim_freed_memory`` gives it back every few seconds, and
+    large blocks are reused from them without asking the system again.
+
+    Measured on the 2-core machine, 30 uploads at once (``bench/app_load.py --users 30``, one
+    run each; the 120 s, 30-user soak in the same runs): glibc's defaults, server CPU 7.5 s, p95
+    4.6 s, +2.5 KB a request; two heaps, 7.0 s, p95 4.1 s, +0.9 KB a request (both with torch
+    at one thread per upload, ``app.main``). The tuning these replace mapped every block of
+    1 MB and more separately, returned when freed: as flat (+1.7 KB a request), but each
+    upload's backbone then asked the system for fresh, zeroed pages for each activation: 13.3 s
+    of server CPU for the 30 uploads, p95 8.6 s.
     """
-    return (_glibc_call("mallopt", M_MMAP_THRESHOLD, threshold_bytes)
-            and _glibc_call("mallopt", M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _glibc_call("mallopt", M_ARENA_MAX, heaps)
 
 
 _trimmer: threading.Thread | None = None
