@@ -88,8 +88,11 @@ def test_one_image_is_at_most_200_kb_even_for_1000_classes(input_size, grid):
 def test_the_linear_shortcut_needs_only_one_pass_of_branch_b():
     tiny = explainer(num_classes=10)
     explanation = tiny.explain(Image.open(EXAMPLE).convert("RGB"))
-    calls = []
-    tiny.model.heads[1].register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    calls, class_layer_calls = [], []
+    head_b = tiny.model.heads[1]
+    head_b[0].register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    head_b.class_layer.register_forward_hook(lambda *_: class_layer_calls.append(1))
     page_payload(explanation, tiny.model, 0.6, 0.2)
     assert calls == [1], "B runs once on the full features, not once per δ step"
+    assert class_layer_calls == [], "and makes no map of every class: only the logits and one class's map"
     torch.manual_seed(0)
