@@ -59,7 +59,8 @@ CACHE_MB = int(os.environ.get("ACOL_CACHE_MB", "256"))  # the answers shared by 
 SLIDER_CONCURRENCY = 2
 # Two uploads are explained at once: while one runs the backbone the other's payload (numpy, one
 # core) can run. 30 uploads at once on 2 cores, p95: 5.1 s one at a time, 3.3-3.5 s two at a time,
-# 3.5 s three (bench/app_load.py --users 30).
+# 3.5 s three (bench/app_load.py --users 30). Measured again with one torch thread per upload
+# (share_cores_between_uploads): two 4.4-4.8 s, three 4.6-5.3 s.
 UPLOAD_CONCURRENCY = 2
 
 
