@@ -31,7 +31,6 @@ import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402  (after the settings above)
-import torch  # noqa: E402
 
 from acol.core.device import DEVICE_HELP  # noqa: E402
 from acol.viewer.page import Page, page_text  # noqa: E402
@@ -41,7 +40,7 @@ from acol.viewer.gradio_adapters import (Layout, api_schemas_computed_once, imag
 from acol.viewer.payload import SLIDER_STEP  # noqa: E402
 from acol.viewer.script_endpoints import wire_script_events  # noqa: E402
 from acol.viewer.scripts import Scripts  # noqa: E402
-from acol.viewer.serving import keep_trimming_freed_memory, share_few_heaps  # noqa: E402
+from acol.viewer.serving import keep_trimming_freed_memory, share_cores_between, share_few_heaps  # noqa: E402
 from acol.viewer.shelf import BUNDLED_EXAMPLES, CHECKPOINTS, CheckpointShelf, ExampleImages  # noqa: E402
 from acol.viewer.zerogpu import GPU_SECONDS, GpuOrCpu, zerogpu_mode  # noqa: E402
 
@@ -60,7 +59,7 @@ SLIDER_CONCURRENCY = 2
 # Two uploads are explained at once: while one runs the backbone the other's payload (numpy, one
 # core) can run. 30 uploads at once on 2 cores, p95: 5.1 s one at a time, 3.3-3.5 s two at a time,
 # 3.5 s three (bench/app_load.py --users 30). Measured again with one torch thread per upload
-# (share_cores_between_uploads): two 4.4-4.8 s, three 4.6-5.3 s.
+# (acol.viewer.serving.share_cores_between): two 4.4-4.8 s, three 4.6-5.3 s.
 UPLOAD_CONCURRENCY = 2
 
 
@@ -282,15 +281,6 @@ def launch(demo: gr.Blocks, **options):
     return demo.launch(theme=THEME, css=page_text("page.css"), max_file_size=MAX_UPLOAD, **options)
 
 
-def share_cores_between_uploads() -> int:
-    """Give each of the UPLOAD_CONCURRENCY uploads explained at once its share of torch's threads
-    (by default each took all of them: on 2 cores, two uploads ran 4 threads that waited on each
-    other). For a server: one user alone waits a little longer for the backbone, a class less
-    (README, "a class of 30"). Returns the threads each upload now has."""
-    torch.set_num_threads(max(1, torch.get_num_threads() // UPLOAD_CONCURRENCY))
-    return torch.get_num_threads()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The ACoL viewer (Gradio).")
     parser.add_argument("--checkpoints", default=str(CHECKPOINTS), help="folder of .safetensors checkpoints")
@@ -299,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=os.environ.get("ACOL_DEVICE", "auto"), help=DEVICE_HELP)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args(argv)
-    share_cores_between_uploads()
+    share_cores_between(UPLOAD_CONCURRENCY)
     launch(build_demo(args.checkpoints, [*BUNDLED_EXAMPLES, *args.examples], args.device),
            server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), share=args.share)

@@ -519,7 +519,7 @@ def test_a_served_page_gives_each_upload_explained_at_once_its_share_of_the_core
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # a 2-core host's default
-        app.main(["--checkpoints", "nowhere"])
+        app.main(["--checkpoints", "nowhere"])  # what `python app.py` runs
         assert launched == ["the demo"] and torch.get_num_threads() == 2 // app.UPLOAD_CONCURRENCY == 1
     finally:
         torch.set_num_threads(threads)

@@ -45,7 +45,9 @@ def panel_picture(page, elem_id: str) -> str:
 
 
 def move_slider(page, elem_id: str, value: float) -> None:
-    """What a hand dragging the slider does: set the range input and send its `input` event."""
+    """What a hand dragging the slider does: set the range input and send its `input` event
+    (once the slider is on the page: a busy machine draws it after the status line)."""
+    page.wait_for_selector(f"#{elem_id} input[type=range]", state="attached")
     page.evaluate("""([id, value]) => {
         const range = document.querySelector(`#${id} input[type=range]`);
         range.value = value;

@@ -4,7 +4,8 @@
 CPU host, from requests it cannot trust. Read top to bottom:
 
 - ``call_with_timeout``: a request runs in a small, shared pool of threads and is abandoned with
-  ``RequestTimeout`` past its time limit, so one slow upload cannot hold a user's page forever.
+  ``RequestTimeout`` past its time limit, so one slow upload cannot hold a user's page forever;
+  ``share_cores_between`` gives the requests that run at once a share of the cores each.
 - glibc allocator tuning (``share_few_heaps``, ``trim_freed_memory``,
   ``keep_trimming_freed_memory``): every thread allocates from two heaps, which are trimmed every
   few seconds, so memory stays flat under load instead of growing with every request.
@@ -21,6 +22,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+
+import torch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,6 +53,15 @@ def call_with_timeout(timeout_s: float, function, *args, **kwargs):
         future.cancel()  # still queued: never start it
         raise RequestTimeout(f"gave up after {timeout_s:g} s: the server is busy or the image too "
                              "slow to decode; try again or try a smaller image") from None
+
+
+def share_cores_between(requests: int) -> int:
+    """Give each of ``requests`` requests explained at once its share of torch's threads (by
+    default each took all of them: on 2 cores, two uploads ran 4 threads that waited on each
+    other). For a server: one user alone waits a little longer for the backbone, a class less
+    (README, "a class of 30"). Returns the threads each request now has."""
+    torch.set_num_threads(max(1, torch.get_num_threads() // requests))
+    return torch.get_num_threads()
 
 
 # ----------------------------------------------------------------------------------------------
