@@ -289,9 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=os.environ.get("ACOL_DEVICE", "auto"), help=DEVICE_HELP)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args(argv)
-    share_cores_between(UPLOAD_CONCURRENCY)
-    launch(build_demo(args.checkpoints, [*BUNDLED_EXAMPLES, *args.examples], args.device),
-           server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+    demo = build_demo(args.checkpoints, [*BUNDLED_EXAMPLES, *args.examples], args.device)
+    share_cores_between(UPLOAD_CONCURRENCY)  # after the start-up answers, which run one at a time
+    launch(demo, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), share=args.share)
 
 
