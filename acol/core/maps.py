@@ -66,7 +66,7 @@ def score_map(localization_map: torch.Tensor, size: tuple[int, int]) -> np.ndarr
 def quantized_map(scores) -> np.ndarray | None:
     """A map as wsolevaluation cuts it: min-max normalized and quantized to 0-255 (uint8), or
     None for a constant map, which marks nothing at any threshold."""
-    scores = np.array(scores.detach().cpu() if torch.is_tensor(scores) else scores, dtype=np.float32)
+    scores = np.array(scores.detach().cpu().numpy() if torch.is_tensor(scores) else scores, dtype=np.float32)
     if not scores.size or scores.max() <= scores.min():
         return None
     return quantized_maps(scores[None])[0]
