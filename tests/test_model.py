@@ -107,7 +107,11 @@ def test_a_linear_head_maps_each_class_as_a_weighted_sum_of_the_rectified_featur
     features = model.backbone(images)
     class_layer = model.heads[0].class_layer
     expected = torch.einsum("kc,bchw->bkhw", class_layer.weight[:, :, 0, 0], features.clamp(min=0))
-    assert torch.allclose(output.class_maps[0], expected + class_layer.bias.view(1, -1, 1, 1), atol=1e-5)
+    expected = expected + class_layer.bias.view(1, -1, 1, 1)
+    assert torch.allclose(output.logits[0], expected.mean((2, 3)), atol=1e-5), "the maps' means, from pooled features"
+    assert output.class_maps[0] is None, "only the target class's map is made"
+    target = expected[torch.arange(2), output.target_class]
+    assert torch.allclose(output.localization_maps[0], normalize_maps(target), atol=1e-5)
     assert torch.equal(output.features, features), "the head must not rectify the cached features in place"
     with pytest.raises(ValueError, match="unknown head kind 'wide'"):
         ACoL(create_backbone("tiny"), 3, head="wide")

@@ -59,7 +59,8 @@ class Answer:
         """About how much memory the answer holds: its tensors, picture and payload."""
         explanation, output = self.explanation, self.explanation.output
         tensors = [output.features, output.fused_map, explanation.probabilities, *output.logits,
-                   *output.class_maps, *output.localization_maps, *output.erase_masks]
+                   *(maps for maps in output.class_maps if maps is not None), *output.localization_maps,
+                   *output.erase_masks]
         return (sum(t.numel() * t.element_size() for t in tensors) + explanation.display.nbytes
                 + 3 * explanation.image.width * explanation.image.height
                 + (len(json.dumps(self.payload)) if self.payload else 0))
