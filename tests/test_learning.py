@@ -4,6 +4,7 @@ import base64
 import shutil
 
 import numpy as np
+import torch
 from PIL import Image
 
 from acol.viewer.answers import ModelRunner
@@ -50,3 +51,10 @@ def test_a_hand_made_mask_leaves_how_it_learned_unchanged(tiny_checkpoints):
     answer = explained(tiny_checkpoints)
     toggled = runner.run("toggle_cell", TEACHING, answer.explanation, 2, 3, payload=True)
     assert toggled.payload["learning"] == "unchanged"
+
+
+def test_a_model_without_a_history_runs_with_its_batchnorms_folded_one_with_a_history_keeps_them(tiny_checkpoints):
+    shelf = CheckpointShelf(tiny_checkpoints)
+    has_batchnorm = lambda name: any(isinstance(m, torch.nn.BatchNorm2d) for m in shelf[name].model.modules())
+    assert not has_batchnorm("tiny_acol"), "folded: the same features, a fifth faster"
+    assert has_batchnorm(TEACHING), "a history's weights are swapped in by their names"

@@ -1,5 +1,7 @@
 """The ACoL mechanism: erasing, fusion, branches, the inference path and the fast re-run."""
 
+import copy
+
 import pytest
 import torch
 
@@ -171,6 +173,19 @@ def test_backbones_report_their_channels_and_stride(name, channels, stride):
         features = backbone(torch.randn(1, 3, 224, 224))
     assert (backbone.out_channels, backbone.stride) == (channels, stride)
     assert features.shape == (1, channels, 224 // stride, 224 // stride)
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet50", "efficientnet_lite0_head", "efficientnet_lite0_stacked"])
+def test_a_backbone_with_its_batchnorms_folded_gives_the_same_features_without_any(name):
+    backbone = create_backbone(name).eval()
+    with torch.no_grad():
+        for norm in (m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics to fold
+            norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.bias.uniform_(-0.5, 0.5)
+        images = torch.randn(2, 3, 96, 96)
+        features = backbone(images)
+        folded = copy.deepcopy(backbone).fold_batchnorm()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert torch.allclose(folded(images), features, rtol=1e-4, atol=1e-4 * features.abs().max().item())
 
 
 def test_unknown_backbone_names_the_choices():

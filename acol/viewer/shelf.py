@@ -120,7 +120,10 @@ class CheckpointShelf:
             acol = self[self.branch_a_of[name]]
             self._explainers[name] = Explainer(acol.model.branch_a_alone(), self.configs[name], name, acol.device)
         if name not in self._explainers:
-            self._explainers[name] = Explainer.from_checkpoint(self.folder / f"{name}.safetensors", self.device)
+            explainer = Explainer.from_checkpoint(self.folder / f"{name}.safetensors", self.device)
+            if not (self.folder / f"{name}{HISTORY_SUFFIX}").is_file():  # a history's weights are swapped in by name
+                explainer.model.backbone.fold_batchnorm()
+            self._explainers[name] = explainer
         return self._explainers[name]
 
 
