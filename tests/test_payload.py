@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from acol import ACoL, box_from_map, box_iou, create_backbone
-from acol.viewer.drawing import upsampled
+from acol.core.maps import score_map
+from acol.viewer.drawing import map_with_box
 from acol.evaluation.explain import Explainer
 from acol.evaluation.words import branch_b_verdict
 from acol.viewer.payload import SLIDER_STEPS, page_payload
@@ -42,11 +43,16 @@ def test_every_delta_step_shows_what_reexplaining_at_that_delta_shows(head):
         b_map = expected.output.localization_maps[1][0].flatten().numpy()
         assert np.abs(cells(state["b"]) / 255 - b_map).max() <= 0.5 / 255 + 1e-4  # 0-255, rounded
         assert step["verdict"] == branch_b_verdict(expected)
-        heat = upsampled(expected.output.fused_map[0], expected.display)  # what acol.drawing boxes
+        side = expected.input_size  # boxes are cut and scored as acol evaluate does: at the model's input
+        score = score_map(expected.output.fused_map[0], (side, side))
+        to_input = np.array([side / expected.image.width, side / expected.image.height] * 2)
+        to_display = np.array([expected.display.shape[1] / side, expected.display.shape[0] / side] * 2)
         for threshold, box, iou in zip(payload["box_thresholds"], state["boxes"], state["ious"]):
-            expected_box = box_from_map(heat, threshold)
-            assert box == expected_box.astype(int).tolist()
-            assert iou == round(float(box_iou(expected_box, expected.display_boxes()).max()), 2)
+            at_input = box_from_map(score, threshold)
+            assert box == np.round(at_input * to_display).astype(int).tolist()
+            assert iou == round(float(box_iou(at_input, expected.true_boxes * to_input).max()), 2)
+            if threshold == 0.37:
+                assert box == map_with_box(expected, threshold)[1].astype(int).tolist(), "what acol.drawing draws"
 
 
 def test_a_hand_made_mask_comes_as_its_own_state_and_the_delta_steps_stay():

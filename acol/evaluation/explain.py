@@ -182,8 +182,8 @@ class Explainer:
         display_size = scaled_size(image.size, DISPLAY_SIDE / max(image.size))
         display = np.asarray(image.resize(display_size, Image.Resampling.BILINEAR))
         return Explanation(self.name, self.class_names, image, true_boxes, display, output,
-                           output.logits[0][0].softmax(-1), true_class=true_class, image_digest=image_digest,
-                           parts=parts)
+                           output.logits[0][0].softmax(-1), batch.shape[-1], true_class=true_class,
+                           image_digest=image_digest, parts=parts)
 
     def input_batch(self, image: Image.Image) -> torch.Tensor:
         """``image`` (at most MAX_IMAGE_SIDE, as ``Explanation.image`` keeps it) as the model sees

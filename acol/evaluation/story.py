@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..core.maps import box_from_map, box_iou, upsample_maps
+from ..core.maps import upsample_maps
 from ..data.synthetic import Parts
 
 FOUND_IOU = 0.5  # a box "finds" the object at IoU >= 0.5, as GT-known localization counts it
@@ -97,9 +97,7 @@ def story_of(explanation, box_threshold: float) -> Story:
     index_of = lambda name: explanation.class_names.index(name) if name in explanation.class_names else None
     fused_iou = None
     if len(explanation.true_boxes):
-        display = explanation.display.shape[:2]
-        box = box_from_map(upsample_maps(output.fused_map[0].float().cpu(), display), box_threshold)
-        fused_iou = float(box_iou(box, explanation.display_boxes()).max())
+        fused_iou = float(explanation.scored_boxes(output.fused_map, [box_threshold])[1][0, 0])
     return Story(part_at_peak(0), part_at_peak(1) if has_b else None,
                  int(output.logits[1][0].argmax()) if has_b else None, explanation.target_class,
                  index_of(explanation.true_class), None if parts is None else index_of(parts.body_class),

@@ -9,8 +9,9 @@
     sweep_strip, compare_picture: the viewer's "Delta sweep" and "Compare with CAM" tabs
     feature_cell: the feature cell under a click on the erased panel (erasing by hand)
 
-A map is shown as evaluation cuts it: resized to the picture's pixels, then min-max normalized
-(``upsampled``), so the box drawn is the box scored. Erased features are painted as whole
+A map is shown resized to the picture's pixels, then min-max normalized (``upsampled``); the box
+drawn is the box ``acol evaluate`` scores, cut where wsolevaluation cuts it, from the map resized
+to the model's input square (``Explanation.scored_boxes``), then scaled to the picture. Erased features are painted as whole
 feature cells with the grid drawn, because ACoL erases features, not pixels. Everything is a
 numpy uint8 ``[H, W, 3]`` array drawn with numpy and Pillow, fast enough to redraw on every
 slider move; only the exported figure uses matplotlib (an Agg canvas, no display), arranging
@@ -34,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageDraw, ImageFont
 
-from ..core.maps import box_from_map, box_iou, score_map
+from ..core.maps import score_map
 from ..evaluation.explain import DISPLAY_SIDE, scaled_size
 from ..evaluation.explanation import Explanation
 from ..evaluation.words import caption_head, erasing_phrase
@@ -50,7 +51,7 @@ _FONT = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 13)  # has δ; 
 
 def upsampled(localization_map: torch.Tensor, picture: np.ndarray) -> np.ndarray:
     """A feature-resolution map ``[h, w]`` as the picture's score map: resized to its pixels,
-    then min-max normalized (what evaluation cuts boxes from, so what is shown is what is boxed)."""
+    then min-max normalized (the same map as evaluation cuts boxes from, at the picture's size)."""
     return score_map(localization_map.float().cpu(), picture.shape[:2])
 
 
@@ -102,14 +103,14 @@ def draw_boxes(picture: np.ndarray, predicted=None, true_boxes=()) -> np.ndarray
 def map_with_box(explanation: Explanation, box_threshold: float) -> tuple[np.ndarray, np.ndarray, float | None]:
     """The fused map over the picture with its box, the box, and its IoU with the true box.
 
-    The box surrounds the largest region of the fused score map above ``box_threshold``, cut as
-    wsolevaluation cuts it (``acol.core.maps.cut_map``). IoU is with the best-matching true box, None when no true box is known.
+    The box surrounds the largest region of the fused score map above ``box_threshold``, cut and
+    scored as wsolevaluation does (``Explanation.scored_boxes``). IoU is with the best-matching
+    true box, None when no true box is known.
     """
     heat = upsampled(explanation.output.fused_map[0], explanation.display)
-    box = box_from_map(heat, box_threshold)
-    true_boxes = explanation.display_boxes()
-    iou = float(box_iou(box, true_boxes).max()) if len(true_boxes) else None
-    return draw_boxes(overlay_map(explanation.display, heat), box, true_boxes), box, iou
+    boxes, ious = explanation.scored_boxes(explanation.output.fused_map, [box_threshold])
+    box, iou = boxes[0, 0], None if ious is None else float(ious[0, 0])
+    return draw_boxes(overlay_map(explanation.display, heat), box, explanation.display_boxes()), box, iou
 
 
 def placeholder(text: str, size: tuple[int, int] = (DISPLAY_SIDE, DISPLAY_SIDE)) -> np.ndarray:

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.maps import (box_iou, fuse_maps, largest_region_boxes, normalize_maps, quantized_maps, resize_weights,
-                         upsample_maps)
+from ..core.maps import fuse_maps, normalize_maps, resize_weights, upsample_maps
 from ..core.model import ACoL
 from ..evaluation.explanation import Explanation
 from ..evaluation.story import peak_cell, story_of, story_payload
@@ -125,15 +124,10 @@ def _states(explanation: Explanation, model: ACoL, thresholds) -> tuple[list[dic
 def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) -> list[dict]:
     """Each erasing's state: its cells and B's map (None for a CAM model), the fused map (with
     the ranges of their pictures), and the box cut from the fused map at each box threshold, as
-    ``acol.viewer.drawing`` cuts it, with its IoU with the true box."""
+    ``acol evaluate`` cuts and scores it (``Explanation.scored_boxes``), with its IoU with the true box."""
     size = explanation.display.shape[:2]
-    fused_resized = upsample_maps(fused, size).cpu().numpy()  # all states at once: two matrix products
-    fused_range = np.stack([fused_resized.min((-2, -1)), fused_resized.max((-2, -1))], -1).tolist()
-    quantized = quantized_maps(fused_resized)  # as maps.cut_map cuts each
-    boxes = largest_region_boxes(quantized, [int(threshold * 255) for threshold in thresholds])
-    true_boxes = explanation.display_boxes()
-    ious = (box_iou(boxes.reshape(-1, 4), true_boxes).amax(1).view(len(boxes), -1).tolist()
-            if len(true_boxes) else [None] * len(boxes))
+    boxes, ious = explanation.scored_boxes(fused, thresholds)  # all states at once
+    fused_range = _ranges(upsample_maps(fused, size))
     b_range = [None] * len(fused) if maps_b is None else _ranges(upsample_maps(maps_b, size))
     fused, masks, maps_b = (None if value is None else value.cpu() for value in (fused, masks, maps_b))
     return [{"mask": None if masks is None else cell_bytes(masks[index].float()),
@@ -141,7 +135,7 @@ def _boxed_states(explanation: Explanation, fused, masks, maps_b, thresholds) ->
              "b": None if maps_b is None else cell_bytes(maps_b[index]), "b_range": b_range[index],
              "fused": cell_bytes(fused[index]), "fused_range": fused_range[index],
              "boxes": boxes[index].astype(int).tolist(),
-             "ious": None if ious[index] is None else [round(iou, 2) for iou in ious[index]]}
+             "ious": None if ious is None else [round(float(iou), 2) for iou in ious[index]]}
             for index in range(len(fused))]
 
 

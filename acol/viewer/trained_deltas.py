@@ -83,7 +83,7 @@ def trained_deltas_payload(explainer: Explainer, explanation: Explanation, sibli
             batch = sibling.input_batch(explanation.image)
             output = sibling.model(batch, target.to(sibling.device)).to("cpu")
         theirs = Explanation(sibling.name, explanation.class_names, explanation.image, explanation.true_boxes,
-                             explanation.display, output, output.logits[0][0].softmax(-1),
+                             explanation.display, output, output.logits[0][0].softmax(-1), batch.shape[-1],
                              true_class=explanation.true_class, parts=explanation.parts)
         views.append(dict(trained_view(sibling, theirs, box_threshold), shipped=False))
     return sorted(views, key=lambda view: view["delta"])
