@@ -48,6 +48,7 @@ from acol.core.device import add_device_flag  # noqa: E402
 from acol.core.history import history_path, load_history  # noqa: E402
 from acol.viewer.learning import learning_payload  # noqa: E402
 from acol.viewer.payload import page_payload  # noqa: E402
+from acol.viewer.shelf import viewer_explainer  # noqa: E402
 from page_timing import browser_rows  # noqa: E402
 
 SLIDER_BUDGET_MS, NEW_IMAGE_BUDGET_MS, UPLOAD_BUDGET_MS = 30, 150, 150
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if not checkpoint.is_file():
             print(f"{checkpoint} not found: timing a random-init stand-in of the same architecture")
             checkpoint = stand_in_checkpoint(scratch)
-        explainer = Explainer.from_checkpoint(checkpoint, args.device)
+        explainer = viewer_explainer(checkpoint, args.device)  # as the page runs it
         if args.input_size:
             explainer = Explainer(explainer.model, {**explainer.config, "input_size": args.input_size}, explainer.name,
                                   explainer.device)
@@ -196,7 +197,7 @@ def server_rows(explainer: Explainer, explanation, image, photo: Path, repeats: 
 def against_rows(explainer: Explainer, checkpoint: Path, args, image) -> list[tuple]:
     """``--against``: an upload as the page gets it (explained, then its payload) by this and by
     the other checkpoint at the same input size, timed interleaved."""
-    other = Explainer.from_checkpoint(args.against, args.device)
+    other = viewer_explainer(args.against, args.device)
     other = Explainer(other.model, {**other.config, "input_size": explainer.config["input_size"]}, other.name,
                       other.device)
 

@@ -24,6 +24,7 @@ import torch
 
 from ..core.checkpoint import CheckpointError, read_metadata
 from ..core.device import resolve_device
+from ..core.history import history_path
 from ..data.readers import CSVBoxDataset, CUBDataset
 from ..data.synthetic import Parts
 from ..evaluation.explain import DEFAULT_BOX_THRESHOLD, Explainer, is_everyday
@@ -120,11 +121,18 @@ class CheckpointShelf:
             acol = self[self.branch_a_of[name]]
             self._explainers[name] = Explainer(acol.model.branch_a_alone(), self.configs[name], name, acol.device)
         if name not in self._explainers:
-            explainer = Explainer.from_checkpoint(self.folder / f"{name}.safetensors", self.device)
-            if not (self.folder / f"{name}{HISTORY_SUFFIX}").is_file():  # a history's weights are swapped in by name
-                explainer.model.backbone.fold_batchnorm()
-            self._explainers[name] = explainer
+            self._explainers[name] = viewer_explainer(self.folder / f"{name}.safetensors", self.device)
         return self._explainers[name]
+
+
+def viewer_explainer(checkpoint: str | Path, device: str | torch.device = "cpu") -> Explainer:
+    """A checkpoint as the viewer runs it: its BatchNorms folded into their convolutions
+    (``Backbone.fold_batchnorm``), unless a training history lies beside it, whose weights "How it
+    learned" swaps in by their names."""
+    explainer = Explainer.from_checkpoint(checkpoint, device)
+    if not history_path(checkpoint).is_file():
+        explainer.model.backbone.fold_batchnorm()
+    return explainer
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
