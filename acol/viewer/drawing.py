@@ -11,8 +11,9 @@
 
 A map is shown resized to the picture's pixels, then min-max normalized (``upsampled``); the box
 drawn is the box ``acol evaluate`` scores, cut where wsolevaluation cuts it, from the map resized
-to the model's input square (``Explanation.scored_boxes``), then scaled to the picture. Erased features are painted as whole
-feature cells with the grid drawn, because ACoL erases features, not pixels. Everything is a
+to the model's input square (``Explanation.scored_boxes``), then scaled to the picture. Erased
+features are painted as whole feature cells with the grid drawn, because ACoL erases features,
+not pixels. Everything is a
 numpy uint8 ``[H, W, 3]`` array drawn with numpy and Pillow, fast enough to redraw on every
 slider move; only the exported figure uses matplotlib (an Agg canvas, no display), arranging
 the same arrays. The colours are ``acol.viewer.style``'s, which the browser's drawing sends too, so the
