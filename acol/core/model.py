@@ -84,7 +84,7 @@ class ACoLOutput:
     """Everything one forward pass knows; ``branch`` lists run A, B, (C, ...)."""
 
     logits: list[torch.Tensor]             # per branch [B, num_classes]
-    class_maps: list[torch.Tensor | None]  # per branch [B, num_classes, h, w], raw 1x1-conv output (None: a linear head)
+    class_maps: list[torch.Tensor | None]  # per branch [B, num_classes, h, w], raw 1x1-conv output; None: linear head
     localization_maps: list[torch.Tensor]  # per branch [B, h, w], target class, normalized to [0, 1]
     erase_masks: list[torch.Tensor]        # per branch [B, h, w] bool: True where its input was erased
     fused_map: torch.Tensor                # [B, h, w], max of the normalized branch maps
