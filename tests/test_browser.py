@@ -190,7 +190,7 @@ def test_hovering_a_cell_outlines_it_in_all_four_panels_and_reads_its_values(vie
             assert ("erased" if erased else "kept") in words
             for elem_id in PANELS:  # the outline: white, just inside the cell's top-left corner
                 pixels = panel_pixels(page, elem_id)
-                height, width = len(pixels), len(pixels[0])
+                height, width = pixels.shape[:2]
                 x0, y0 = -(-col * width // 8), -(-row * height // 8)
                 assert pixels[y0 + 1, x0 + 4].tolist() == [255, 255, 255], elem_id
             ARTIFACTS.mkdir(exist_ok=True)
